@@ -1,0 +1,35 @@
+"""The placement record that travels with a loaded model.
+
+It is stored in the ModelPatcher's ``attachments`` (copied by ``clone()``), so every clone a
+workflow makes of a DisTorch model still says where it belongs and whether it may be unloaded.
+Nothing here is module-level state: the model carries it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ATTACHMENT_KEY = "distorch.placement"
+
+
+@dataclass(frozen=True)
+class ModelPlacement:
+    loader: str            # node class that loaded it, e.g. "DisTorchUNETLoader"
+    component: str         # "unet", "clip" or "vae"
+    compute_device: str    # the device it runs on, as torch names it ("cpu", "cuda:0")
+    requested_device: str  # what the user chose ("default" or a device name)
+    keep_loaded: bool      # survive ComfyUI's / Manager's "unload models"
+    source: str            # file name as the user picked it
+
+
+def attach(patcher, placement: ModelPlacement) -> None:
+    """Record ``placement`` on a ModelPatcher (or anything with an ``attachments`` dict)."""
+    attachments = getattr(patcher, "attachments", None)
+    if attachments is None:
+        raise TypeError(f"{type(patcher).__name__} has no 'attachments': this ComfyUI is too old for comfyui-distorch")
+    attachments[ATTACHMENT_KEY] = placement
+
+
+def placement_of(patcher) -> ModelPlacement | None:
+    attachments = getattr(patcher, "attachments", None) or {}
+    found = attachments.get(ATTACHMENT_KEY)
+    return found if isinstance(found, ModelPlacement) else None

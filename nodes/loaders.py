@@ -1,0 +1,269 @@
+"""DisTorch loader nodes.
+
+Each extends the core loader it is named after: the same file lists (read from the core class at
+call time, so they follow the host's version), the same outputs, the same errors for missing
+files. What it adds: the device the model runs on, chosen per node and carried by the model, and
+the ``keep_loaded`` flag. The core loading function runs unchanged inside a ``device_override``
+block; nothing of it is copied.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import folder_paths
+import nodes as core_nodes
+
+from .. import device_utils
+from ..distorch.checks import explain_load_failure
+from ..distorch.placement import ModelPlacement, attach
+from ..model_management_mgpu import device_override
+
+log = logging.getLogger("distorch.loaders")
+CATEGORY = "DisTorch/loaders"
+
+# Tooltips for inputs the core classes declare without one (every input gets one).
+CORE_INPUT_TOOLTIPS = {
+    "unet_name": "Diffusion model (UNet / DiT) file from models/diffusion_models.",
+    "weight_dtype": "Dtype the weights are stored in while loaded; 'default' keeps the file's own. "
+                    "fp8 halves memory at some cost in quality.",
+    "clip_name": "Text encoder file from models/text_encoders.",
+    "clip_name1": "First text encoder file from models/text_encoders.",
+    "clip_name2": "Second text encoder file from models/text_encoders.",
+    "type": "Model family this text encoder is for (same recipes as the core CLIP loaders).",
+    "vae_name": "VAE file from models/vae (or a TAESD approximation from models/vae_approx).",
+    "ckpt_name": "Checkpoint file from models/checkpoints (diffusion model, text encoder and VAE in one).",
+}
+KEEP_LOADED_TOOLTIP = ("On: this model stays loaded when ComfyUI or ComfyUI-Manager unloads models "
+                       "(POST /free). Off: it is unloaded then, from every device it occupies.")
+
+
+def device_input(tooltip: str):
+    return (device_utils.device_choices(), {"default": device_utils.DEFAULT_DEVICE, "tooltip": tooltip})
+
+
+def keep_loaded_input():
+    return ("BOOLEAN", {"default": False, "tooltip": KEEP_LOADED_TOOLTIP})
+
+
+def with_tooltips(core_inputs: dict, drop: tuple[str, ...] = ()) -> dict:
+    """A copy of a core INPUT_TYPES dict, every input given a tooltip, ``drop`` removed."""
+    result = {}
+    for section, inputs in core_inputs.items():
+        copied = {}
+        for name, spec in inputs.items():
+            if name in drop:
+                continue
+            options = dict(spec[1]) if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            if "tooltip" not in options and name in CORE_INPUT_TOOLTIPS:
+                options["tooltip"] = CORE_INPUT_TOOLTIPS[name]
+            copied[name] = (spec[0], options)
+        if copied:
+            result[section] = copied
+    return result
+
+
+def validate_device_value(value, input_name: str):
+    """VALIDATE_INPUTS helper: True, or the message the UI shows on the node."""
+    try:
+        device_utils.resolve_device(value, input_name)
+    except device_utils.DeviceError as exc:
+        return str(exc)
+    return True
+
+
+def device_label(device) -> str:
+    return str(device) if device is not None else device_utils.DEFAULT_DEVICE
+
+
+def run_load(load, path_folder: str, file_name: str, expected_kind: str, input_name: str):
+    """Run a core loader; turn its failure into a message about the file and the next step."""
+    try:
+        return load()
+    except Exception as exc:
+        path = folder_paths.get_full_path(path_folder, file_name) if file_name else None
+        if path is None or not os.path.exists(path):
+            raise  # the core's own "not found" error is already clear
+        raise RuntimeError(explain_load_failure(path, expected_kind, input_name, exc)) from exc
+
+
+def record(patcher, node_class: str, component: str, requested: str, keep_loaded: bool, source: str):
+    placement = ModelPlacement(loader=node_class, component=component,
+                               compute_device=str(patcher.load_device), requested_device=requested,
+                               keep_loaded=bool(keep_loaded), source=source)
+    attach(patcher, placement)
+    log.info("%s: %s '%s' on %s (keep_loaded=%s)", node_class, component, source,
+             placement.compute_device, placement.keep_loaded)
+    return placement
+
+
+class DisTorchUNETLoader(core_nodes.UNETLoader):
+    CATEGORY = CATEGORY
+    FUNCTION = "load_distorch"
+    DESCRIPTION = ("Load a diffusion model (UNet / DiT) like the core 'Load Diffusion Model' node, "
+                   "on the device you choose.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        inputs = with_tooltips(core_nodes.UNETLoader.INPUT_TYPES())
+        inputs["required"]["compute_device"] = device_input(
+            "Device that runs this model. 'default' = the device ComfyUI would choose.")
+        inputs["required"]["keep_loaded"] = keep_loaded_input()
+        return inputs
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, compute_device):
+        return validate_device_value(compute_device, "compute_device")
+
+    def load_distorch(self, unet_name, weight_dtype, compute_device, keep_loaded):
+        device = device_utils.resolve_device(compute_device, "compute_device")
+        with device_override(compute=device):
+            (model,) = run_load(lambda: self.load_unet(unet_name, weight_dtype), "diffusion_models",
+                                unet_name, "diffusion model", "unet_name")
+        record(model, self.__class__.__name__, "unet", compute_device, keep_loaded, unet_name)
+        return (model,)
+
+
+class DisTorchCLIPLoader(core_nodes.CLIPLoader):
+    CATEGORY = CATEGORY
+    FUNCTION = "load_distorch"
+    DESCRIPTION = "Load a text encoder like the core 'Load CLIP' node, on the device you choose."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        # The core's optional 'device' (default/cpu) is replaced by compute_device.
+        inputs = with_tooltips(core_nodes.CLIPLoader.INPUT_TYPES(), drop=("device",))
+        inputs["required"]["compute_device"] = device_input(
+            "Device that runs this text encoder. 'default' = the device ComfyUI would choose.")
+        inputs["required"]["keep_loaded"] = keep_loaded_input()
+        return inputs
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, compute_device):
+        return validate_device_value(compute_device, "compute_device")
+
+    def load_distorch(self, clip_name, type, compute_device, keep_loaded):
+        device = device_utils.resolve_device(compute_device, "compute_device")
+        with device_override(text_encoder=device):
+            (clip,) = run_load(lambda: self.load_clip(clip_name, type), "text_encoders",
+                               clip_name, "text encoder", "clip_name")
+        record(clip.patcher, self.__class__.__name__, "clip", compute_device, keep_loaded, clip_name)
+        return (clip,)
+
+
+class DisTorchDualCLIPLoader(core_nodes.DualCLIPLoader):
+    CATEGORY = CATEGORY
+    FUNCTION = "load_distorch"
+    DESCRIPTION = "Load two text encoders like the core 'DualCLIPLoader' node, on the device you choose."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        inputs = with_tooltips(core_nodes.DualCLIPLoader.INPUT_TYPES(), drop=("device",))
+        inputs["required"]["compute_device"] = device_input(
+            "Device that runs these text encoders. 'default' = the device ComfyUI would choose.")
+        inputs["required"]["keep_loaded"] = keep_loaded_input()
+        return inputs
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, compute_device):
+        return validate_device_value(compute_device, "compute_device")
+
+    def load_distorch(self, clip_name1, clip_name2, type, compute_device, keep_loaded):
+        device = device_utils.resolve_device(compute_device, "compute_device")
+        with device_override(text_encoder=device):
+            (clip,) = run_load(lambda: self.load_clip(clip_name1, clip_name2, type), "text_encoders",
+                               clip_name1, "text encoder", "clip_name1")
+        record(clip.patcher, self.__class__.__name__, "clip", compute_device, keep_loaded,
+               f"{clip_name1} + {clip_name2}")
+        return (clip,)
+
+
+class DisTorchVAELoader(core_nodes.VAELoader):
+    CATEGORY = CATEGORY
+    FUNCTION = "load_distorch"
+    DESCRIPTION = "Load a VAE like the core 'Load VAE' node, on the device you choose."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        inputs = with_tooltips(core_nodes.VAELoader.INPUT_TYPES())
+        inputs["required"]["compute_device"] = device_input(
+            "Device that runs this VAE. 'default' = the device ComfyUI would choose.")
+        inputs["required"]["keep_loaded"] = keep_loaded_input()
+        return inputs
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, compute_device):
+        return validate_device_value(compute_device, "compute_device")
+
+    def load_distorch(self, vae_name, compute_device, keep_loaded):
+        device = device_utils.resolve_device(compute_device, "compute_device")
+        with device_override(vae=device):
+            (vae,) = run_load(lambda: self.load_vae(vae_name), "vae", vae_name, "VAE", "vae_name")
+        record(vae.patcher, self.__class__.__name__, "vae", compute_device, keep_loaded, vae_name)
+        return (vae,)
+
+
+class DisTorchCheckpointLoader(core_nodes.CheckpointLoaderSimple):
+    CATEGORY = CATEGORY
+    FUNCTION = "load_distorch"
+    DESCRIPTION = ("Load a checkpoint like the core 'Load Checkpoint' node, choosing a device for "
+                   "each part: diffusion model, text encoder, VAE.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        inputs = with_tooltips(core_nodes.CheckpointLoaderSimple.INPUT_TYPES())
+        inputs["required"]["compute_device"] = device_input(
+            "Device that runs the diffusion model. 'default' = the device ComfyUI would choose.")
+        inputs["required"]["clip_device"] = device_input(
+            "Device that runs the text encoder. 'default' = the device ComfyUI would choose for it.")
+        inputs["required"]["vae_device"] = device_input(
+            "Device that runs the VAE. 'default' = the device ComfyUI would choose for it.")
+        inputs["required"]["keep_loaded"] = keep_loaded_input()
+        return inputs
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, compute_device, clip_device, vae_device):
+        for value, name in ((compute_device, "compute_device"), (clip_device, "clip_device"),
+                            (vae_device, "vae_device")):
+            verdict = validate_device_value(value, name)
+            if verdict is not True:
+                return verdict
+        return True
+
+    def load_distorch(self, ckpt_name, compute_device, clip_device, vae_device, keep_loaded):
+        import comfy.model_management as mm
+
+        unet = device_utils.resolve_device(compute_device, "compute_device")
+        clip = device_utils.resolve_device(clip_device, "clip_device")
+        vae = device_utils.resolve_device(vae_device, "vae_device")
+        # The host derives the text encoder's and VAE's device from get_torch_device(); pin their
+        # "default" to what the host would choose before the diffusion model's choice is applied.
+        if unet is not None:
+            clip = clip if clip is not None else mm.text_encoder_device()
+            vae = vae if vae is not None else mm.vae_device()
+        with device_override(compute=unet, text_encoder=clip, vae=vae):
+            model, clip_model, vae_model = run_load(lambda: self.load_checkpoint(ckpt_name), "checkpoints",
+                                                    ckpt_name, "checkpoint", "ckpt_name")
+        name = self.__class__.__name__
+        record(model, name, "unet", compute_device, keep_loaded, ckpt_name)
+        if clip_model is not None:
+            record(clip_model.patcher, name, "clip", clip_device, keep_loaded, ckpt_name)
+        if vae_model is not None and getattr(vae_model, "patcher", None) is not None:
+            record(vae_model.patcher, name, "vae", vae_device, keep_loaded, ckpt_name)
+        return (model, clip_model, vae_model)
+
+
+LOADER_NODES = {
+    "DisTorchUNETLoader": DisTorchUNETLoader,
+    "DisTorchCLIPLoader": DisTorchCLIPLoader,
+    "DisTorchDualCLIPLoader": DisTorchDualCLIPLoader,
+    "DisTorchVAELoader": DisTorchVAELoader,
+    "DisTorchCheckpointLoader": DisTorchCheckpointLoader,
+}
+LOADER_DISPLAY_NAMES = {
+    "DisTorchUNETLoader": "Load Diffusion Model (DisTorch)",
+    "DisTorchCLIPLoader": "Load CLIP (DisTorch)",
+    "DisTorchDualCLIPLoader": "DualCLIPLoader (DisTorch)",
+    "DisTorchVAELoader": "Load VAE (DisTorch)",
+    "DisTorchCheckpointLoader": "Load Checkpoint (DisTorch)",
+}

@@ -1,0 +1,47 @@
+"""Fixtures that start real ComfyUI servers (with and without the pack) for a test session."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import hostenv
+from comfy_host import ComfyHost
+
+
+
+@pytest.fixture(scope="session")
+def model_cache() -> Path:
+    """The synthetic models, generated on first use (tools/make_models.py)."""
+    out = hostenv.models_dir()
+    subprocess.run([sys.executable, str(hostenv.REPO_ROOT / "tools" / "make_models.py"),
+                    "--comfyui", str(hostenv.comfyui_dir()), "--out", str(out)], check=True)
+    return out
+
+
+def _start(tmp_path_factory, model_cache, with_pack: bool, name: str):
+    comfyui = hostenv.comfyui_dir()
+    if not (comfyui / "main.py").exists():
+        pytest.fail(f"no ComfyUI at {comfyui}: run `make test` (or tools/bootstrap.py), or set COMFYUI_PATH")
+    host = ComfyHost(comfyui, tmp_path_factory.mktemp(name), model_cache,
+                     hostenv.REPO_ROOT if with_pack else None)
+    host.start()
+    return host
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory, model_cache):
+    """A ComfyUI server with comfyui-distorch in custom_nodes/."""
+    host = _start(tmp_path_factory, model_cache, True, "host-with-pack")
+    yield host
+    host.stop()
+
+
+@pytest.fixture(scope="session")
+def comfy_core(tmp_path_factory, model_cache):
+    """The same ComfyUI without the pack, for side-by-side comparisons."""
+    host = _start(tmp_path_factory, model_cache, False, "host-core-only")
+    yield host
+    host.stop()

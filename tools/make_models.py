@@ -1,0 +1,181 @@
+"""Generate small synthetic models that ComfyUI's real loaders accept (nothing is downloaded).
+
+Shapes come from ComfyUI's own model classes built on the ``meta`` device, so the files match
+whatever the host's detection expects; weights are seeded per tensor name, so a file is the same
+on every machine. Run inside the host's virtual environment:
+
+    python tools/make_models.py --comfyui PATH --out DIR [--unet-depth N]
+
+Writes (skipping files that already exist):
+    diffusion_models/distorch-test-unet[-dN].safetensors   SD1.5-detected UNet; N transformer blocks
+    vae/distorch-test-vae.safetensors                       full SD VAE (84 M params)
+    text_encoders/distorch-test-clip-l.safetensors          CLIP-L (123 M params)
+    checkpoints/distorch-test-sd15.safetensors              UNet + CLIP + VAE, checkpoint prefixes
+    loras/distorch-test-lora.safetensors                    rank-4 LoRA on the UNet's attention
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import zlib
+from pathlib import Path
+
+UNET_FILE = "diffusion_models/distorch-test-unet{suffix}.safetensors"
+VAE_FILE = "vae/distorch-test-vae.safetensors"
+CLIP_FILE = "text_encoders/distorch-test-clip-l.safetensors"
+CHECKPOINT_FILE = "checkpoints/distorch-test-sd15.safetensors"
+LORA_FILE = "loras/distorch-test-lora.safetensors"
+
+CHECKPOINT_PREFIXES = {
+    "unet": "model.diffusion_model.",
+    "vae": "first_stage_model.",
+    "clip": "cond_stage_model.transformer.",
+}
+
+
+def import_host(comfyui: Path):
+    sys.path.insert(0, str(comfyui))
+    import comfy.cli_args  # parses no arguments when imported outside main.py
+
+    comfy.cli_args.args.cpu = True  # never probe for a GPU while only building shapes
+    import comfy.ops
+    import comfy.sd1_clip
+    import comfy.ldm.models.autoencoder
+    import comfy.ldm.modules.diffusionmodules.openaimodel
+    import comfy.model_detection
+    return comfy
+
+
+def sd15_unet_config(depth: int) -> dict:
+    """Smallest UNet that ComfyUI detects as SD1.5: one level, no middle block.
+
+    ``depth`` transformer blocks in the input SpatialTransformer is the size dial (about 4.5 MB
+    fp16 per block)."""
+    return {
+        "use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
+        "adm_in_channels": None, "in_channels": 4, "out_channels": 4, "model_channels": 320,
+        "num_res_blocks": [1], "transformer_depth": [depth], "transformer_depth_output": [0, 0],
+        "channel_mult": [1], "transformer_depth_middle": -2, "use_linear_in_transformer": False,
+        "context_dim": 768, "use_temporal_resblock": False, "use_temporal_attention": False,
+    }
+
+
+def seeded_tensor(name: str, shape, torch):
+    """Deterministic, well-scaled values: norms at 1, biases at 0, weights ~ N(0, 1/fan_in)."""
+    generator = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+    if len(shape) <= 1:
+        fill = 1.0 if name.endswith("weight") or "scale" in name else 0.0
+        return torch.full(tuple(shape), fill, dtype=torch.float32)
+    fan_in = 1
+    for extent in shape[1:]:
+        fan_in *= extent
+    return torch.randn(tuple(shape), generator=generator) / fan_in ** 0.5
+
+
+def materialise(module, torch, dtype) -> dict:
+    return {name: seeded_tensor(name, tensor.shape, torch).to(dtype)
+            for name, tensor in module.state_dict().items()}
+
+
+def build_unet(comfy, torch, depth: int) -> dict:
+    config = sd15_unet_config(depth)
+    with torch.device("meta"):
+        model = comfy.ldm.modules.diffusionmodules.openaimodel.UNetModel(
+            **config, num_heads=8, num_head_channels=-1, operations=comfy.ops.disable_weight_init)
+    state = materialise(model, torch, torch.float16)
+    detected = comfy.model_detection.detect_unet_config(state, "")
+    for key, value in config.items():
+        if detected.get(key) != value:
+            raise RuntimeError(f"host detects {key}={detected.get(key)!r}, generator built {value!r}")
+    return state
+
+
+def build_vae(comfy, torch) -> dict:
+    ddconfig = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3,
+                "ch": 128, "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [],
+                "dropout": 0.0}
+    with torch.device("meta"):
+        model = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=ddconfig, embed_dim=4)
+    return materialise(model, torch, torch.float16)
+
+
+def build_clip_l(comfy, torch) -> dict:
+    """HF-style CLIP-L keys (``text_model.*``), as a standalone text encoder file has them."""
+    with torch.device("meta"):
+        model = comfy.sd1_clip.SDClipModel(device="meta")
+    state = {}
+    for name, tensor in model.transformer.state_dict().items():
+        state[name] = seeded_tensor(name, tensor.shape, torch).to(torch.float16)
+    return state
+
+
+def build_lora(unet_state: dict, torch, rank: int = 4) -> dict:
+    """Kohya-format LoRA over every attention projection of the UNet."""
+    lora = {}
+    for key, tensor in unet_state.items():
+        if ".attn" not in key or not key.endswith(".weight") or tensor.ndim != 2:
+            continue
+        stem = "lora_unet_" + key[: -len(".weight")].replace(".", "_")
+        out_features, in_features = tensor.shape
+        lora[f"{stem}.lora_down.weight"] = seeded_tensor(stem + "down", (rank, in_features), torch).to(torch.float16)
+        lora[f"{stem}.lora_up.weight"] = seeded_tensor(stem + "up", (out_features, rank), torch).to(torch.float16)
+        lora[f"{stem}.alpha"] = torch.tensor(float(rank))
+    return lora
+
+
+def write(path: Path, state: dict, save_file) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    save_file({k: v.contiguous() for k, v in state.items()}, str(partial))
+    partial.rename(path)
+    print(f"[make_models] wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)", flush=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--comfyui", type=Path, required=True, help="ComfyUI checkout whose classes define the shapes")
+    parser.add_argument("--out", type=Path, required=True, help="models folder (ComfyUI layout) to write into")
+    parser.add_argument("--unet-depth", type=int, action="append", default=[],
+                        help="also write a UNet with this many transformer blocks (size dial); repeatable")
+    args = parser.parse_args(argv)
+
+    comfy = import_host(args.comfyui)
+    import torch
+    from safetensors.torch import save_file
+
+    out = args.out
+    base_unet = None
+
+    def unet(depth: int) -> dict:
+        nonlocal base_unet
+        if depth == 1:
+            if base_unet is None:
+                base_unet = build_unet(comfy, torch, 1)
+            return base_unet
+        return build_unet(comfy, torch, depth)
+
+    targets = {
+        UNET_FILE.format(suffix=""): lambda: unet(1),
+        VAE_FILE: lambda: build_vae(comfy, torch),
+        CLIP_FILE: lambda: build_clip_l(comfy, torch),
+        LORA_FILE: lambda: build_lora(unet(1), torch),
+    }
+    for depth in args.unet_depth:
+        targets[UNET_FILE.format(suffix=f"-d{depth}")] = lambda depth=depth: unet(depth)
+    for relative, build in targets.items():
+        if not (out / relative).exists():
+            write(out / relative, build(), save_file)
+
+    checkpoint = out / CHECKPOINT_FILE
+    if not checkpoint.exists():
+        from safetensors.torch import load_file
+        state = {}
+        for part, relative in (("unet", UNET_FILE.format(suffix="")), ("vae", VAE_FILE), ("clip", CLIP_FILE)):
+            for key, tensor in load_file(str(out / relative)).items():
+                state[CHECKPOINT_PREFIXES[part] + key] = tensor
+        write(checkpoint, state, save_file)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
