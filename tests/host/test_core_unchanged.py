@@ -1,0 +1,27 @@
+"""Installing the pack changes nothing for workflows built from core nodes only."""
+import numpy as np
+import pytest
+import torch
+
+import workflows
+from latents import saved_image, saved_latent
+
+pytestmark = pytest.mark.host
+
+PACK_NODES = {"DisTorchUNETLoader", "DisTorchCLIPLoader", "DisTorchDualCLIPLoader",
+              "DisTorchVAELoader", "DisTorchCheckpointLoader"}
+
+
+def test_core_workflow_output_identical_with_and_without_pack(comfy, comfy_core):
+    graph = workflows.txt2img(workflows.checkpoint_loader("core"), seed=21, steps=4, prefix="core-only")
+    with_pack = comfy.run(graph)
+    without_pack = comfy_core.run(graph)
+    assert torch.equal(saved_latent(comfy, with_pack), saved_latent(comfy_core, without_pack))
+    assert np.array_equal(saved_image(comfy, with_pack), saved_image(comfy_core, without_pack))
+
+
+def test_core_node_definitions_identical_with_and_without_pack(comfy, comfy_core):
+    ours, core = comfy.object_info(), comfy_core.object_info()
+    assert set(ours) - set(core) == PACK_NODES
+    changed = [name for name in core if ours.get(name) != core[name]]
+    assert changed == [], f"core node definitions changed by the pack: {changed}"
