@@ -1,6 +1,5 @@
 """Bad input through /prompt: a clear node error, the server keeps serving, the next prompt works."""
 import shutil
-import time
 
 import pytest
 
@@ -8,6 +7,20 @@ import workflows
 from comfy_host import PromptRejected, error_of
 
 pytestmark = pytest.mark.host
+
+
+@pytest.fixture
+def scratch_models(comfy):
+    """Model files a test adds to the server's folders, removed afterwards (other tests compare
+    the file lists with a server that never had them)."""
+    added = []
+
+    def add(folder, name, data):
+        added.append(comfy.add_model_file(folder, name, data))
+
+    yield add
+    for path in added:
+        path.unlink(missing_ok=True)
 
 
 def unet_graph(unet_name=workflows.UNET, device="default", prefix="bad-input"):
@@ -82,10 +95,9 @@ def test_file_removed_while_queued_fails_in_history(comfy):
     assert_still_serving(comfy, seed=35)
 
 
-def test_truncated_file_fails_with_a_clear_message(comfy):
+def test_truncated_file_fails_with_a_clear_message(comfy, scratch_models):
     source = (comfy.models_source / "diffusion_models" / workflows.UNET).read_bytes()
-    comfy.add_model_file("diffusion_models", "truncated.safetensors", source[: len(source) // 2])
-    time.sleep(0.05)
+    scratch_models("diffusion_models", "truncated.safetensors", source[: len(source) // 2])
     error = execution_error(comfy, unet_graph("truncated.safetensors", prefix="truncated"))
     assert error["node_type"] == "DisTorchUNETLoader"
     message = error["exception_message"]
@@ -94,9 +106,9 @@ def test_truncated_file_fails_with_a_clear_message(comfy):
     assert_still_serving(comfy, seed=36)
 
 
-def test_vae_file_given_to_the_unet_loader_names_the_right_loader(comfy):
+def test_vae_file_given_to_the_unet_loader_names_the_right_loader(comfy, scratch_models):
     vae = (comfy.models_source / "vae" / workflows.VAE).read_bytes()
-    comfy.add_model_file("diffusion_models", "actually-a-vae.safetensors", vae)
+    scratch_models("diffusion_models", "actually-a-vae.safetensors", vae)
     error = execution_error(comfy, unet_graph("actually-a-vae.safetensors", prefix="wrong-kind"))
     assert error["node_type"] == "DisTorchUNETLoader"
     message = error["exception_message"]

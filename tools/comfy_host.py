@@ -38,13 +38,14 @@ class PromptRejected(Exception):
 
 class ComfyHost:
     def __init__(self, comfyui_dir: Path, base_dir: Path, models_dir: Path, pack_dir: Path | None,
-                 extra_args: tuple[str, ...] = ()):
+                 extra_args: tuple[str, ...] = (), port: int | None = None, cpu: bool = True):
         self.comfyui_dir = Path(comfyui_dir)
         self.base_dir = Path(base_dir)
         self.models_source = Path(models_dir)
         self.pack_dir = pack_dir
         self.extra_args = extra_args
-        self.port = free_port()
+        self.port = port or free_port()
+        self.cpu = cpu
         self.url = f"http://127.0.0.1:{self.port}"
         self.client_id = uuid.uuid4().hex
         self.process: subprocess.Popen | None = None
@@ -62,6 +63,8 @@ class ComfyHost:
                 target.mkdir(parents=True, exist_ok=True)
                 for item in folder.iterdir():
                     link = target / item.name
+                    if link.is_symlink() and not link.exists():
+                        link.unlink()  # the cache was regenerated
                     if item.suffix != ".partial" and not link.exists():
                         link.symlink_to(item)
         if self.pack_dir is not None:
@@ -69,10 +72,14 @@ class ComfyHost:
             if not link.exists():
                 link.symlink_to(self.pack_dir, target_is_directory=True)
 
+    def command(self) -> list[str]:
+        """main.py and its arguments (run with the ComfyUI folder as working directory)."""
+        return ["main.py", *(["--cpu"] if self.cpu else []), "--base-directory", str(self.base_dir),
+                "--listen", "127.0.0.1", "--port", str(self.port), *self.extra_args]
+
     def start(self, timeout: float = 180.0) -> "ComfyHost":
         self.prepare()
-        cmd = [sys.executable, "main.py", "--cpu", "--base-directory", str(self.base_dir),
-               "--listen", "127.0.0.1", "--port", str(self.port), *self.extra_args]
+        cmd = [sys.executable, *self.command()]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(cmd, cwd=self.comfyui_dir, stdout=self._log, stderr=subprocess.STDOUT,

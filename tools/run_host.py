@@ -1,0 +1,34 @@
+"""`make run`: a ComfyUI host with the pack and the demo models on http://127.0.0.1:8188.
+
+Uses ``.run/`` in the repository as ComfyUI's base directory (models linked from the cache,
+the pack linked into custom_nodes/, outputs in .run/output). Ctrl+C stops it.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import hostenv  # noqa: E402
+from comfy_host import ComfyHost  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8188)))
+    parser.add_argument("--gpu", action="store_true", help="do not pass --cpu (use the machine's GPU)")
+    args, extra = parser.parse_known_args()
+    host = ComfyHost(hostenv.comfyui_dir(), hostenv.REPO_ROOT / ".run", hostenv.models_dir(), hostenv.REPO_ROOT,
+                     extra_args=tuple(extra), port=args.port, cpu=not args.gpu)
+    host.prepare()
+    print(f"ComfyUI {hostenv.comfyui_dir()} with comfyui-distorch on {host.url}\n"
+          f"Load example_workflows/distorch_txt2img.json in the UI and press Queue; images land in "
+          f".run/output. Ctrl+C stops the server.", flush=True)
+    os.chdir(host.comfyui_dir)
+    os.execv(sys.executable, [sys.executable, *host.command()])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
