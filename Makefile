@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV_PYTHON = $(shell $(PYTHON) -c "import sys; sys.path.insert(0, 'tools'); import hostenv; print(hostenv.venv_python())")
 
-.PHONY: setup run test unit bench clean-run
+.PHONY: setup run test unit bench docs clean-run
 
 setup:
 	$(PYTHON) tools/bootstrap.py
@@ -23,3 +23,6 @@ bench: setup
 
 clean-run:
 	rm -rf .run
+
+docs: setup
+	$(VENV_PYTHON) tools/node_reference.py

@@ -56,3 +56,19 @@ def test_dual_clip_loader_behaves_like_core(comfy):
     core = comfy.wait(comfy.queue(graph("DualCLIPLoader", {})))
     ours = comfy.wait(comfy.queue(graph("DisTorchDualCLIPLoader", {"compute_device": "cpu", "keep_loaded": False})))
     assert ours["status"]["status_str"] == core["status"]["status_str"]
+
+
+def test_lora_on_a_distorch_model_matches_core(comfy):
+    """A core LoraLoader on top of each loader: same latent, and the LoRA really changes it."""
+    def graph(kind, strength, prefix):
+        loaders = workflows.checkpoint_loader(kind)
+        loaders["20"] = {"class_type": "LoraLoader", "inputs": {
+            "model": ["1", 0], "clip": ["1", 1], "lora_name": "distorch-test-lora.safetensors",
+            "strength_model": strength, "strength_clip": strength}}
+        return workflows.txt2img(loaders, model=("20", 0), clip=("20", 1), seed=14, prefix=prefix)
+
+    ours = saved_latent(comfy, comfy.run(graph("distorch", 1.0, "lora-distorch")))
+    core = saved_latent(comfy, comfy.run(graph("core", 1.0, "lora-core")))
+    without = saved_latent(comfy, comfy.run(graph("distorch", 0.0, "lora-off")))
+    assert_same_latent(ours, core)
+    assert (ours - without).abs().max() > 1e-3, "the LoRA had no effect: its keys did not match the model"

@@ -14,3 +14,11 @@ def test_pack_registers_its_loaders(comfy):
 def test_checkpoint_runs(comfy):
     entry = comfy.run(workflows.txt2img(workflows.checkpoint_loader("distorch")))
     assert entry["outputs"][workflows.SAVE_IMAGE]["images"]
+
+
+def test_one_startup_line_names_version_and_patches(comfy):
+    import distorch
+
+    lines = [line for line in comfy.log_text().splitlines() if line.startswith("comfyui-distorch ")]
+    assert lines == [f"comfyui-distorch {distorch.__version__}: 5 nodes; patched comfy.model_management: "
+                     "get_torch_device, text_encoder_device, vae_device"]

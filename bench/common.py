@@ -1,0 +1,55 @@
+"""In-process access to the host and the pack for benchmarks (no HTTP noise in the figures)."""
+from __future__ import annotations
+
+import importlib.util
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+import hostenv  # noqa: E402
+
+
+def import_host_and_pack(models_dir: Path, cpu: bool = True):
+    """Import ComfyUI (pointed at ``models_dir``) and the pack the way ComfyUI loads it."""
+    sys.path.insert(0, str(hostenv.comfyui_dir()))
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = cpu
+    import folder_paths
+
+    folder_paths.models_dir = str(models_dir)
+    for folder in ("checkpoints", "diffusion_models", "text_encoders", "vae", "loras"):
+        folder_paths.add_model_folder_path(folder, str(models_dir / folder), is_default=True)
+    import comfy.utils
+    import nodes
+
+    comfy.utils.PROGRESS_BAR_ENABLED = False  # keep the figures readable
+    spec = importlib.util.spec_from_file_location("comfyui_distorch", hostenv.REPO_ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(hostenv.REPO_ROOT)])
+    pack = importlib.util.module_from_spec(spec)
+    sys.modules["comfyui_distorch"] = pack
+    spec.loader.exec_module(pack)
+    return nodes, pack
+
+
+def timed(function):
+    start = time.perf_counter()
+    result = function()
+    return time.perf_counter() - start, result
+
+
+def alternate(rounds: int, contenders: dict):
+    """Run each contender once per round, order flipped every round; returns name -> times."""
+    names = list(contenders)
+    times = {name: [] for name in names}
+    for round_index in range(rounds):
+        for name in (names if round_index % 2 == 0 else list(reversed(names))):
+            elapsed, _ = timed(contenders[name])
+            times[name].append(elapsed)
+    return times
+
+
+def median(values):
+    return statistics.median(values)
