@@ -68,7 +68,7 @@ def validate_device_value(value, input_name: str):
     """VALIDATE_INPUTS helper: True, or the message the UI shows on the node."""
     try:
         device_utils.resolve_device(value, input_name)
-    except device_utils.DeviceError as exc:
+    except device_utils.DeviceNameError as exc:
         return str(exc)
     return True
 

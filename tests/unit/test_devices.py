@@ -1,7 +1,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from device_utils import DeviceError, device_names, parse_device_name
+from distorch.devices import DeviceNameError, canonical_device, device_names
 
 
 def test_names_for_every_backend():
@@ -19,7 +19,7 @@ def test_cpu_only_machine():
 ])
 def test_parse_canonical_names(text, expected):
     available = device_names({"cuda": 2, "mlu": 1, "directml": 1, "npu": 1}, has_mps=True)
-    assert parse_device_name(text, available) == expected
+    assert canonical_device(text, available) == expected
 
 
 @pytest.mark.parametrize("text, fragment", [
@@ -31,8 +31,8 @@ def test_parse_canonical_names(text, expected):
     ("", "is not a device name"),
 ])
 def test_bad_names_say_what_exists(text, fragment):
-    with pytest.raises(DeviceError) as caught:
-        parse_device_name(text, ["cpu", "cuda:0"], "compute_device")
+    with pytest.raises(DeviceNameError) as caught:
+        canonical_device(text, ["cpu", "cuda:0"], "compute_device")
     message = str(caught.value)
     assert message.startswith("compute_device:") and fragment in message
     assert "cpu" in message
@@ -42,6 +42,6 @@ def test_bad_names_say_what_exists(text, fragment):
 def test_arbitrary_text_never_crashes(text):
     available = ["cpu", "cuda:0", "mps"]
     try:
-        assert parse_device_name(text, available) in available
-    except DeviceError as error:
+        assert canonical_device(text, available) in available
+    except DeviceNameError as error:
         assert str(error)
