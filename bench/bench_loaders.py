@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import alternate, hostenv, import_host_and_pack, median  # noqa: E402
+from make_models import unet_file  # noqa: E402
 
 
 def main() -> int:
@@ -35,8 +36,7 @@ def main() -> int:
     subprocess.run([sys.executable, str(hostenv.REPO_ROOT / "tools" / "make_models.py"), "--comfyui",
                     str(hostenv.comfyui_dir()), "--out", str(models), "--unet-depth", str(args.unet_depth)],
                    check=True, stdout=subprocess.DEVNULL)
-    unet_name = "distorch-test-unet.safetensors" if args.unet_depth == 1 else \
-        f"distorch-test-unet-d{args.unet_depth}.safetensors"
+    unet_name = Path(unet_file(args.unet_depth)).name
     nodes, pack = import_host_and_pack(models)
     import torch
 

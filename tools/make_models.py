@@ -46,6 +46,11 @@ def import_host(comfyui: Path):
     return comfy
 
 
+def unet_file(depth: int) -> str:
+    """Path (under the models folder) of the test UNet with ``depth`` transformer blocks."""
+    return UNET_FILE.format(suffix="" if depth == 1 else f"-d{depth}")
+
+
 def sd15_unet_config(depth: int) -> dict:
     """Smallest UNet that ComfyUI detects as SD1.5: one level, no middle block.
 
@@ -155,13 +160,14 @@ def main(argv=None) -> int:
         return build_unet(comfy, torch, depth)
 
     targets = {
-        UNET_FILE.format(suffix=""): lambda: unet(1),
+        unet_file(1): lambda: unet(1),
         VAE_FILE: lambda: build_vae(comfy, torch),
         CLIP_FILE: lambda: build_clip_l(comfy, torch),
         LORA_FILE: lambda: build_lora(unet(1), torch),
     }
     for depth in args.unet_depth:
-        targets[UNET_FILE.format(suffix=f"-d{depth}")] = lambda depth=depth: unet(depth)
+        if depth != 1:  # depth 1 is the base file
+            targets[unet_file(depth)] = lambda depth=depth: unet(depth)
     for relative, build in targets.items():
         if not (out / relative).exists():
             write(out / relative, build(), save_file)
@@ -170,7 +176,7 @@ def main(argv=None) -> int:
     if not checkpoint.exists():
         from safetensors.torch import load_file
         state = {}
-        for part, relative in (("unet", UNET_FILE.format(suffix="")), ("vae", VAE_FILE), ("clip", CLIP_FILE)):
+        for part, relative in (("unet", unet_file(1)), ("vae", VAE_FILE), ("clip", CLIP_FILE)):
             for key, tensor in load_file(str(out / relative)).items():
                 state[CHECKPOINT_PREFIXES[part] + key] = tensor
         write(checkpoint, state, save_file)
