@@ -1,13 +1,14 @@
 """comfyui-distorch: ComfyUI registers the pack from here. Registration only."""
 import logging
 
-from . import model_management_mgpu
+from . import model_management_mgpu, routes
 from .distorch import __version__
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
 
 _report = model_management_mgpu.install()
+_routes = routes.register()
 logging.getLogger("distorch").info(
     "comfyui-distorch %s: %d nodes; patched comfy.model_management: %s", __version__,
     len(NODE_CLASS_MAPPINGS), ", ".join(_report.patched) or "nothing")
