@@ -248,11 +248,12 @@ def release_freed_ram() -> bool:
     """Ask the C allocator to hand freed heap pages back to the OS (glibc ``malloc_trim``).
 
     Python frees many small tensors into malloc's arenas, which keep them: RSS stays high after a
-    model is dropped until this runs. A no-op where there is no glibc."""
+    model is dropped until this runs. Returns whether it ran (not whether pages were returned);
+    a no-op where there is no glibc."""
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.malloc_trim(0))
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        return True
     except (OSError, AttributeError):
         return False

@@ -45,6 +45,7 @@ DEVICE_OVERRIDE_TARGETS = {
     "vae_device": "vae",
 }
 MEMORY_CONTROL_TARGETS = ("unload_all_models", "soft_empty_cache")
+LOADED_AT_KEY = "distorch.loaded_at"  # attachment: when a pack loader read the model's file
 _NO_OVERRIDE: Mapping = MappingProxyType({})
 _device_override: contextvars.ContextVar[Mapping] = contextvars.ContextVar(
     "distorch_device_override", default=_NO_OVERRIDE)
@@ -403,7 +404,8 @@ def describe_model(patcher, state: str) -> ModelMemory:
         component=placement.component if placement else None,
         compute_device=str(getattr(patcher, "load_device", "")), devices=devices, loaded_bytes=loaded,
         pack_managed=placement is not None, keep_loaded=placement.keep_loaded if placement else None,
-        flagged=bool(placement is not None and not placement.keep_loaded), state=state)
+        flagged=bool(placement is not None and not placement.keep_loaded), state=state,
+        loaded_at=(getattr(patcher, "attachments", None) or {}).get(LOADED_AT_KEY))
 
 
 def offload_settings(module=None) -> OffloadSettings:

@@ -112,6 +112,7 @@ class ModelMemory:
     keep_loaded: bool | None       # None for models the pack did not load
     flagged: bool                  # would be unloaded by the next "unload models"
     state: str                     # "loaded" (host lists it) or "retained" (held by keep_loaded only)
+    loaded_at: float | None = None  # when its file was read (pack models)
 
     @property
     def total_bytes(self) -> int:
@@ -210,7 +211,7 @@ def model_document(model: ModelMemory) -> dict:
         "component": model.component, "compute_device": model.compute_device,
         "devices": dict(model.devices), "total_bytes": model.total_bytes, "loaded_bytes": model.loaded_bytes,
         "pack_managed": model.pack_managed, "keep_loaded": model.keep_loaded, "flagged": model.flagged,
-        "state": model.state,
+        "state": model.state, "loaded_at": model.loaded_at,
     }
 
 

@@ -16,11 +16,10 @@ import time
 import folder_paths
 
 from ..distorch.placement import attach, placement_of
-from ..model_management_mgpu import memory_control, patchers_in
+from ..model_management_mgpu import LOADED_AT_KEY, memory_control, patchers_in
 
 log = logging.getLogger("distorch.keep_loaded")
 WRAPPED_MARKER = "__distorch_keep_loaded__"
-LOADED_AT_KEY = "distorch.loaded_at"
 # Inputs that name a file, and the folder they are looked up in.
 FILE_INPUTS = {"unet_name": "diffusion_models", "clip_name": "text_encoders", "clip_name1": "text_encoders",
                "clip_name2": "text_encoders", "vae_name": "vae", "ckpt_name": "checkpoints"}
@@ -53,10 +52,6 @@ def _set_keep_loaded(outputs, keep_loaded: bool) -> None:
         placement = placement_of(patcher)
         if placement is not None and placement.keep_loaded != keep_loaded:
             attach(patcher, dataclasses.replace(placement, keep_loaded=keep_loaded))
-
-
-def loaded_at(patcher) -> float | None:
-    return (getattr(patcher, "attachments", None) or {}).get(LOADED_AT_KEY)
 
 
 def honour_keep_loaded(cls):
