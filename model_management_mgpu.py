@@ -263,6 +263,7 @@ class MemoryControl:
         self.held_devices: set[str] = set()
         self.pack_seen = False
         self.force_requested = False
+        self.unloading = False
         self.trim_pending = False
         self.flows_started = 0
         self.flows_completed = 0
@@ -283,8 +284,13 @@ class MemoryControl:
                 kept = []
             elif not managed:
                 # Rule 4: nothing of ours is loaded, so the host decides, exactly as without the pack.
-                result = original(*args, **kwargs)
+                self.unloading = True  # the host's unload calls soft_empty_cache itself: not the flow's end
+                try:
+                    result = original(*args, **kwargs)
+                finally:
+                    self.unloading = False
                 self.last_unload = {"mode": "core", "at": time.time(), "unloaded": [], "kept": []}
+                log.info("unload models (core): no DisTorch model loaded, so ComfyUI's own unload ran")
                 return result
             else:
                 flagged = [e for e in managed if not placement_of(e.model).keep_loaded]
@@ -313,7 +319,7 @@ class MemoryControl:
             others = sorted(d for d in self.held_devices if d not in (current, "cpu"))
             trim = self.trim_pending
             self.trim_pending = False
-            completed = self.flows_started
+            completed = self.flows_completed if self.unloading else self.flows_started
         for device in others:
             device_utils.empty_device_cache(device)
         if not trim and self.pack_seen:
@@ -323,7 +329,10 @@ class MemoryControl:
                 trim = False
         if trim:
             device_utils.release_freed_ram()
-        self.flows_completed = completed
+        with self.lock:
+            if completed > self.flows_completed and self.last_unload is not None:
+                self.last_unload["completed_at"] = time.time()  # the flow's last step is done
+            self.flows_completed = max(self.flows_completed, completed)
         return result
 
     # -- the pack calls these ---------------------------------------------------------------

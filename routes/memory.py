@@ -100,8 +100,14 @@ def add_routes(routes, server=None) -> None:
         if free_memory or force:
             host.prompt_queue.set_flag("free_memory", True)
         deadline = time.monotonic() + (timeout if wait else 0)
+        next_wake = time.monotonic() + 0.5
         while control.flows_completed < target and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+            if time.monotonic() >= next_wake and control.flows_started < target:
+                # The host's worker can miss set_flag's wake-up while it runs its gc pass (it then
+                # sleeps until the next prompt): wake it again until it has picked the flags up.
+                _wake_worker(host.prompt_queue)
+                next_wake = time.monotonic() + 0.5
         done = control.flows_completed >= target
         result = {"force": force, "free_memory": free_memory or force,
                   "status": "done" if done else "queued", "before": _summary(before)}
@@ -128,6 +134,14 @@ def add_routes(routes, server=None) -> None:
                 return json_data
 
             host.add_on_prompt_handler(release_survivors)
+
+
+def _wake_worker(queue) -> None:
+    condition = getattr(queue, "not_empty", None)
+    if condition is None:
+        return
+    with condition:
+        condition.notify()
 
 
 def _server():
