@@ -258,7 +258,11 @@ class MemoryControl:
 
     def __init__(self, module):
         self.module = module
+        # ``lock`` serialises the worker's unload / cache passes (it may be held for seconds while
+        # weights move); ``flags`` guards the counters the HTTP handlers touch, never held long, so
+        # the event loop cannot stall behind an unload.
         self.lock = threading.RLock()
+        self.flags = threading.Lock()
         self.retained = RetainedModels()
         self.survivors: list = []
         self.held_devices: set[str] = set()
@@ -276,12 +280,13 @@ class MemoryControl:
         before = _readings()
         with self.lock:
             self.flow_before = before
-            self.flows_started += 1
+            with self.flags:
+                self.flows_started += 1
+                force, self.force_requested = self.force_requested, False
             entries = [e for e in list(self.module.current_loaded_models) if e.model is not None]
             self._note_devices(entries)
             managed = [e for e in entries if placement_of(e.model) is not None]
-            if self.force_requested:
-                self.force_requested = False
+            if force:
                 mode, unloaded = "force", self._unload(entries)
                 released = self.retained.clear()
                 self.survivors = []
@@ -321,7 +326,8 @@ class MemoryControl:
             others = sorted(d for d in self.held_devices if d not in (current, "cpu"))
             trim = self.trim_pending
             self.trim_pending = False
-            completed = self.flows_completed if self.unloading else self.flows_started
+            with self.flags:
+                completed = self.flows_completed if self.unloading else self.flows_started
         for device in others:
             device_utils.empty_device_cache(device)
         if not trim and self.pack_seen:
@@ -346,23 +352,22 @@ class MemoryControl:
     # -- the pack calls these ---------------------------------------------------------------
     def request_force(self) -> int:
         """Make the next unload unload everything on every device; returns the flow to wait for."""
-        with self.lock:
+        with self.flags:
             self.force_requested = True
             return self.flows_started + 1
 
     def next_flow(self) -> int:
-        with self.lock:
+        with self.flags:
             return self.flows_started + 1
 
     def release_survivors(self) -> None:
-        with self.lock:
-            self.survivors = []
+        self.survivors = []  # one assignment: safe without the worker's lock
 
     def loaded_models(self) -> list[ModelMemory]:
-        """Every model the host lists as loaded, then retained ones it does not list."""
-        with self.lock:
-            entries = [e.model for e in list(self.module.current_loaded_models)]
-            retained = [p for outputs in self.retained.all_outputs() for p in patchers_in(outputs)]
+        """Every model the host lists as loaded, then retained ones it does not list. Reads a copy
+        of the host's list without the worker's lock (copying a list is atomic in CPython)."""
+        entries = [e.model for e in list(self.module.current_loaded_models)]
+        retained = [p for outputs in self.retained.all_outputs() for p in patchers_in(outputs)]
         result, seen = [], set()
         for state, patchers in (("loaded", entries), ("retained", retained)):
             for patcher in patchers:
