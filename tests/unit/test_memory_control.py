@@ -2,26 +2,10 @@
 ModelPatchers around small modules loaded through the host's own load_models_gpu (CPU)."""
 import gc
 import logging
-import sys
 
 import pytest
 import torch
 
-import hostenv
-
-
-@pytest.fixture(scope="module")
-def mm():
-    comfyui = hostenv.comfyui_dir()
-    if not (comfyui / "main.py").exists():
-        pytest.fail(f"no ComfyUI at {comfyui}: run tools/bootstrap.py or set COMFYUI_PATH")
-    sys.path.insert(0, str(comfyui))
-    import comfy.cli_args
-
-    comfy.cli_args.args.cpu = True
-    import comfy.model_management
-
-    return comfy.model_management
 
 
 @pytest.fixture
