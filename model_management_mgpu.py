@@ -274,6 +274,7 @@ class MemoryControl:
         self.flows_completed = 0
         self.last_unload: dict | None = None
         self.flow_before = None  # readings when the current unload flow started
+        self.holders: dict[str, tuple] = {}  # name -> (list patchers, release all): other pack caches
 
     # -- the host calls these through the wrappers ------------------------------------------
     def unload_all(self, original, *args, **kwargs):
@@ -288,7 +289,7 @@ class MemoryControl:
             managed = [e for e in entries if placement_of(e.model) is not None]
             if force:
                 mode, unloaded = "force", self._unload(entries)
-                released = self.retained.clear()
+                released = self.retained.clear() + self._release_holders()
                 self.survivors = []
                 kept = []
             elif not managed:
@@ -360,6 +361,30 @@ class MemoryControl:
         with self.flags:
             return self.flows_started + 1
 
+    def register_holder(self, name: str, held_patchers, release_all) -> None:
+        """Another part of the pack that keeps models (the modes cache): its models are listed as
+        retained in the memory report, and a force free empties it. ``held_patchers()`` returns
+        the ModelPatchers it holds, ``release_all()`` drops them and returns how many."""
+        self.holders[name] = (held_patchers, release_all)
+
+    def _release_holders(self) -> int:
+        released = 0
+        for name, (_, release_all) in list(self.holders.items()):
+            try:
+                released += int(release_all() or 0)
+            except Exception as exc:
+                log.warning("force free: emptying %s failed: %s", name, exc)
+        return released
+
+    def _held_by_holders(self) -> list:
+        held = []
+        for name, (held_patchers, _) in list(self.holders.items()):
+            try:
+                held.extend(held_patchers())
+            except Exception as exc:
+                log.debug("listing %s failed: %s", name, exc)
+        return held
+
     def release_survivors(self) -> None:
         self.survivors = []  # one assignment: safe without the worker's lock
 
@@ -368,6 +393,7 @@ class MemoryControl:
         of the host's list without the worker's lock (copying a list is atomic in CPython)."""
         entries = [e.model for e in list(self.module.current_loaded_models)]
         retained = [p for outputs in self.retained.all_outputs() for p in patchers_in(outputs)]
+        retained += self._held_by_holders()
         result, seen = [], set()
         for state, patchers in (("loaded", entries), ("retained", retained)):
             for patcher in patchers:
