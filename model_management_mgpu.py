@@ -47,6 +47,7 @@ DEVICE_OVERRIDE_TARGETS = {
 }
 MEMORY_CONTROL_TARGETS = ("unload_all_models", "soft_empty_cache")
 LOADED_AT_KEY = "distorch.loaded_at"  # attachment: when a pack loader read the model's file
+SPLIT_ATTACHMENT_KEY = "distorch.split"  # attachment: a split's plan (its ``offloaded`` module -> donor)
 _NO_OVERRIDE: Mapping = MappingProxyType({})
 _device_override: contextvars.ContextVar[Mapping] = contextvars.ContextVar(
     "distorch_device_override", default=_NO_OVERRIDE)
@@ -412,7 +413,9 @@ class MemoryControl:
                 continue
             if placement_of(patcher) is not None:
                 self.pack_seen = True
-            for device in (getattr(entry, "device", None), getattr(patcher, "load_device", None)):
+            split = (getattr(patcher, "attachments", None) or {}).get(SPLIT_ATTACHMENT_KEY)
+            donors = list(getattr(split, "offloaded", {}).values()) if split is not None else []
+            for device in (getattr(entry, "device", None), getattr(patcher, "load_device", None), *donors):
                 if device is not None:
                     self.held_devices.add(str(device))
 
