@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import comfy.model_management as model_management
 import comfy.model_patcher as model_patcher
 import torch
 
@@ -143,4 +144,17 @@ def apply_split(patcher, split: SplitPlacement):
             "ModelPatcher, so DisTorch cannot split it (its own loader moves the weights). Set virtual_vram_gb "
             "to 0 and leave allocation empty for this model.")
     patcher.attachments[SPLIT_KEY] = split
+    release_if_loaded(patcher)
     return patcher
+
+
+def release_if_loaded(patcher) -> bool:
+    """Unload a model the host loaded while building it (text encoders that fit are loaded at
+    once), through the host's own LoadedModel, so its next load follows the plan."""
+    for index, loaded in enumerate(list(model_management.current_loaded_models)):
+        if loaded.model is patcher:
+            loaded.model_unload()
+            model_management.current_loaded_models.pop(index)
+            log.debug("unloaded %s to apply its split", type(patcher.model).__name__)
+            return True
+    return False

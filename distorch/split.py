@@ -49,6 +49,12 @@ class SplitRequest:
         ``compute_room`` (free memory on the compute device minus the host's reserve) caps the
         compute device's budget unless the user gave it an explicit byte size."""
         budgets = self.allocation.budgets(model_bytes, self.compute, self.donor)
+        if self.allocation.form == "fraction" or not any(s.kind in ("rest", "bytes") for s in self.allocation.shares):
+            # Shares of the model: layers are whole and the compute device keeps room for one
+            # offloaded layer inside its share, so the last donor takes whatever remains.
+            donors = [slot for slot in budgets if slot != self.compute]
+            if donors:
+                budgets[donors[-1]] = model_bytes
         if any(s.device == self.compute and s.kind == "rest" for s in self.allocation.shares):
             budgets[self.compute] = max(budgets[self.compute], floor[0]) + 2 * floor[1]
         explicit = any(s.device == self.compute and s.kind == "bytes" for s in self.allocation.shares)

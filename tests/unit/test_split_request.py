@@ -52,19 +52,29 @@ def test_donor_that_is_the_compute_device_gets_its_own_slot():
 def test_expert_allocation_overrides_the_simple_inputs():
     request = split_request("cuda:0", AVAILABLE, 4.0, "cpu", "cuda:0,25%;cuda:1,75%")
     assert request.input_name == "allocation"
-    assert request.budgets(100 * MiB) == {"cuda:0": 25 * MiB, "cuda:1": 75 * MiB}
+    # shares: the last donor takes whatever the whole layers leave
+    assert request.budgets(100 * MiB) == {"cuda:0": 25 * MiB, "cuda:1": 100 * MiB}
 
 
 def test_fraction_form_uses_the_donor_device_input():
     request = split_request("cuda:0", AVAILABLE, 0.0, "cuda:1", "0.8")
-    assert request.budgets(100) == {"cuda:0": 80, "cuda:1": 20}
+    assert request.budgets(100) == {"cuda:0": 80, "cuda:1": 100}
     same = split_request("cpu", ["cpu"], 0.0, "cpu", "0.25")
-    assert same.budgets(100) == {"cpu": 25, "cpu (donor)": 75}
+    assert same.budgets(100) == {"cpu": 25, "cpu (donor)": 100}
+
+
+def test_shares_plan_whole_layers_with_the_last_donor_taking_the_remainder():
+    modules = [ModuleInfo(f"block.{i}", 10 * MiB) for i in range(10)]
+    for text in ("0.5", "cuda:0,50%;cpu,50%", "cuda:0,50%;cuda:1,25%;cpu,25%"):
+        request = split_request("cuda:0", AVAILABLE, 0.0, "cpu", text)
+        plan = plan_placement(modules, "cuda:0", request.budgets(100 * MiB, floor=compute_floor(modules)))
+        assert plan.device_bytes["cuda:0"] == 40 * MiB  # 50 % minus room for one offloaded layer
+        assert sum(plan.device_bytes.values()) == 100 * MiB
 
 
 def test_free_memory_caps_implicit_compute_shares_but_not_explicit_bytes():
     ratio = split_request("cuda:0", AVAILABLE, 0.0, "cpu", "cuda:0,50%;cpu,50%")
-    assert ratio.budgets(100 * MiB, compute_room=10 * MiB) == {"cuda:0": 10 * MiB, "cpu": 50 * MiB}
+    assert ratio.budgets(100 * MiB, compute_room=10 * MiB) == {"cuda:0": 10 * MiB, "cpu": 100 * MiB}
     explicit = split_request("cuda:0", AVAILABLE, 0.0, "cpu", "cuda:0,60mb;cpu,*")
     assert explicit.budgets(100 * MiB, compute_room=10 * MiB)["cuda:0"] == 60 * MiB
     assert ratio.budgets(100 * MiB, compute_room=-5)["cuda:0"] == 0
