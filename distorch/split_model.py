@@ -10,6 +10,7 @@ from .apply import SplitPlacement, apply_split
 from .modules import header_tensors, modules_from_tensors, modules_of
 from .planner import Plan, PlanError, compute_floor, plan_placement
 from .split import SplitRequest
+from .streaming import check_transfers
 
 log = logging.getLogger("distorch.placement")
 
@@ -69,5 +70,8 @@ def split_loaded_model(patcher, request: SplitRequest, label: str) -> Plan:
              ", ".join(plan.device_bytes), request.describe(), plan.table())
     split = SplitPlacement.from_plan(plan, request.describe())
     if split.offloaded:
+        import comfy.model_management as mm
+
+        check_transfers(request.compute, sorted(set(split.offloaded.values())), mm)
         apply_split(patcher, split)
     return plan

@@ -199,7 +199,7 @@ class DisTorchUNETLoader(core_nodes.UNETLoader):
     CATEGORY = CATEGORY
     FUNCTION = "load_distorch"
     DESCRIPTION = ("Load a diffusion model (UNet / DiT) like the core 'Load Diffusion Model' node, "
-                   "on the device you choose.")
+                   "on the device you choose; optionally split across devices (virtual_vram_gb / allocation).")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -233,7 +233,8 @@ class DisTorchUNETLoader(core_nodes.UNETLoader):
 class DisTorchCLIPLoader(core_nodes.CLIPLoader):
     CATEGORY = CATEGORY
     FUNCTION = "load_distorch"
-    DESCRIPTION = "Load a text encoder like the core 'Load CLIP' node, on the device you choose."
+    DESCRIPTION = ("Load a text encoder like the core 'Load CLIP' node, on the device you choose; optionally "
+                   "split across devices (virtual_vram_gb / allocation).")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -268,7 +269,8 @@ class DisTorchCLIPLoader(core_nodes.CLIPLoader):
 class DisTorchDualCLIPLoader(core_nodes.DualCLIPLoader):
     CATEGORY = CATEGORY
     FUNCTION = "load_distorch"
-    DESCRIPTION = "Load two text encoders like the core 'DualCLIPLoader' node, on the device you choose."
+    DESCRIPTION = ("Load two text encoders like the core 'DualCLIPLoader' node, on the device you choose; "
+                   "optionally split across devices (virtual_vram_gb / allocation).")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -330,7 +332,8 @@ class DisTorchCheckpointLoader(core_nodes.CheckpointLoaderSimple):
     CATEGORY = CATEGORY
     FUNCTION = "load_distorch"
     DESCRIPTION = ("Load a checkpoint like the core 'Load Checkpoint' node, choosing a device for "
-                   "each part: diffusion model, text encoder, VAE.")
+                   "each part: diffusion model, text encoder, VAE; the diffusion model can be split across "
+                   "devices (virtual_vram_gb / allocation).")
 
     @classmethod
     def INPUT_TYPES(cls):
