@@ -3,12 +3,13 @@ from the file's header before any weight is read."""
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 
 from .apply import SplitPlacement, apply_split
 from .modules import header_tensors, modules_from_tensors, modules_of
-from .planner import Plan, PlanError, compute_floor, plan_placement
+from .planner import DEFAULT_TINY_BYTES, Plan, PlanError, compute_floor, plan_placement
 from .split import SplitRequest
 from .streaming import check_transfers
 
@@ -16,6 +17,23 @@ log = logging.getLogger("distorch.placement")
 
 # weight_dtype input of the diffusion-model loader -> bytes per stored element
 WEIGHT_DTYPE_BYTES = {"fp8_e4m3fn": 1, "fp8_e4m3fn_fast": 1, "fp8_e5m2": 1}
+
+
+def tiny_bytes() -> int:
+    """Modules of at most this many bytes stay on the compute device (planner rule 1).
+    ``DISTORCH_TINY_BYTES`` overrides the default 1 MiB (e.g. for models built of small layers)."""
+    raw = os.environ.get("DISTORCH_TINY_BYTES", "").strip()
+    if not raw:
+        return DEFAULT_TINY_BYTES
+    try:
+        value = int(raw)
+        if value < 0:
+            raise ValueError
+        return value
+    except ValueError:
+        log.warning("DISTORCH_TINY_BYTES=%r is not a byte count (a whole number >= 0); using %d", raw,
+                    DEFAULT_TINY_BYTES)
+        return DEFAULT_TINY_BYTES
 
 
 def compute_room(device: str, already_there: int = 0) -> int | None:
@@ -38,9 +56,10 @@ def bytes_on(model, device: str) -> int:
 
 def plan_for(modules, request: SplitRequest, room: int | None) -> Plan:
     total = sum(m.bytes for m in modules)
-    budgets = request.budgets(total, room, compute_floor(modules))
+    tiny = tiny_bytes()
+    budgets = request.budgets(total, room, compute_floor(modules, tiny))
     try:
-        return plan_placement(modules, request.compute, budgets)
+        return plan_placement(modules, request.compute, budgets, tiny_bytes=tiny)
     except PlanError as exc:
         hint = ""
         if room is not None and request.compute in budgets and budgets[request.compute] == max(0, room):

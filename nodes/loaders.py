@@ -101,6 +101,7 @@ def precheck(request, folder: str, names: list[str], prefix: str = "", weight_dt
     """Refuse an allocation that cannot hold the model, from the file header, before loading."""
     if request is None:
         return
+    from ..distorch.planner import PlanError
     from ..distorch.split_model import precheck_files
 
     paths = [folder_paths.get_full_path(folder, name) for name in names]
@@ -108,9 +109,9 @@ def precheck(request, folder: str, names: list[str], prefix: str = "", weight_dt
         return  # the core reports missing files; other formats have no header to read
     try:
         precheck_files(paths, request, prefix, weight_dtype)
-    except ValueError as exc:  # PlanError, or an unreadable header
-        if "cannot hold" in str(exc):
-            raise ValueError(str(exc)) from None
+    except PlanError:
+        raise
+    except Exception as exc:  # an unreadable header: the core load reports the file itself
         log.debug("no header precheck for %s: %s", names, exc)
 
 

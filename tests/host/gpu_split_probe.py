@@ -6,6 +6,8 @@ several offload shares, sample, and write a JSON report (latents, VRAM figures, 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import json
 import subprocess
 import sys
@@ -28,6 +30,9 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=256)
     args = parser.parse_args()
 
+    # The synthetic UNet is built of small layers: let modules above 64 KiB move, so that high
+    # offload shares are possible (the default keeps modules up to 1 MiB on the compute device).
+    os.environ.setdefault("DISTORCH_TINY_BYTES", str(64 * 1024))
     models = hostenv.models_dir()
     subprocess.run([sys.executable, str(ROOT / "tools" / "make_models.py"), "--comfyui", str(hostenv.comfyui_dir()),
                     "--out", str(models), "--unet-depth", str(args.unet_depth)], check=True, stdout=subprocess.DEVNULL)
@@ -35,7 +40,7 @@ def main() -> int:
     import torch
     import comfy.model_management as mm
 
-    apply = sys.modules["comfyui_distorch.distorch.apply"]
+    apply = importlib.import_module("comfyui_distorch.distorch.apply")
     unet = Path(unet_file(args.unet_depth)).name
     clip = nodes.CLIPLoader().load_clip("distorch-test-clip-l.safetensors", "stable_diffusion")[0]
     positive = nodes.CLIPTextEncode().encode(clip, "a red cube")[0]
@@ -53,7 +58,9 @@ def main() -> int:
         mm.unload_all_models()
         mm.soft_empty_cache()
         allocation = "" if share == 0 else f"cuda:0,{100 - share}%;cpu,*"
-        model = loader.load_distorch(unet, "default", "cuda:0", False, 0.0, "cpu", allocation)[0]
+        model = loader.load_distorch(unet_name=unet, weight_dtype="default", compute_device="cuda:0",
+                                     keep_loaded=False, virtual_vram_gb=0.0, donor_device="cpu",
+                                     allocation=allocation)[0]
         split = apply.split_of(model)
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()

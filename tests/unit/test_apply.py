@@ -213,3 +213,18 @@ def test_dynamic_vram_is_detected_and_refused_with_one_clear_message(comfy_host,
 
     with pytest.raises(SplitUnsupported, match="OtherPatcher"):
         apply_split(OtherPatcher(tiny_model(comfy_host), load_device=cpu, offload_device=cpu), None)
+
+
+def test_tiny_module_threshold_can_be_tuned_by_environment(comfy_host, monkeypatch, caplog):
+    from distorch.split_model import tiny_bytes
+
+    monkeypatch.delenv("DISTORCH_TINY_BYTES", raising=False)
+    assert tiny_bytes() == MiB
+    assert split(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host))).modules_on("cpu (donor)")
+    monkeypatch.setenv("DISTORCH_TINY_BYTES", str(10 * MiB))  # every layer counts as tiny: nothing moves
+    assert tiny_bytes() == 10 * MiB
+    assert split(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host))).modules_on("cpu (donor)") == []
+    monkeypatch.setenv("DISTORCH_TINY_BYTES", "lots")
+    with caplog.at_level("WARNING", logger="distorch"):
+        assert tiny_bytes() == MiB
+    assert "DISTORCH_TINY_BYTES='lots'" in caplog.text
