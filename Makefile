@@ -19,7 +19,7 @@ unit: setup
 	$(VENV_PYTHON) -m pytest tests/unit $(PYTEST_ARGS)
 
 bench: setup
-	$(VENV_PYTHON) bench/bench_loaders.py $(ARGS)
+	for script in bench/bench_*.py; do echo "== $$script"; $(VENV_PYTHON) $$script $(ARGS) || exit 1; done
 
 clean-run:
 	rm -rf .run

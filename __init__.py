@@ -10,5 +10,5 @@ __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
 _report = model_management_mgpu.install()
 _routes = routes.register()
 logging.getLogger("distorch").info(
-    "comfyui-distorch %s: %d nodes; patched comfy.model_management: %s", __version__,
-    len(NODE_CLASS_MAPPINGS), ", ".join(_report.patched) or "nothing")
+    "comfyui-distorch %s: %d nodes; patched comfy.model_management: %s; routes: %s", __version__,
+    len(NODE_CLASS_MAPPINGS), ", ".join(_report.patched) or "nothing", ", ".join(_routes) or "none")

@@ -9,6 +9,13 @@ Patches (switch any off with ``DISTORCH_DISABLE_PATCHES=name,name``):
   device a DisTorch loader node chose, but only inside that node's ``device_override`` block and
   only in the thread running it (a ContextVar, not a global). Outside such a block they return
   exactly what the host's originals return, so core-only workflows see no change.
+- ``memory_control``: ``unload_all_models`` and ``soft_empty_cache``. The unload that ComfyUI's
+  ``POST /free`` (and Manager's two unload buttons) triggers follows the pack's ``keep_loaded``
+  rule (README, "Unload semantics"): with no pack-loaded model present it is the host's own call,
+  unchanged. ``soft_empty_cache`` runs the host's original, then clears the allocator cache of
+  every other device that holds or held a model, and hands freed RAM back to the OS after an
+  unload or when RAM use passes ``DISTORCH_RAM_TRIM_PERCENT`` (default 75). The state these
+  wrappers share is one ``MemoryControl`` object carried by the wrappers themselves.
 """
 from __future__ import annotations
 
@@ -18,9 +25,15 @@ import functools
 import inspect
 import logging
 import os
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+
+from .distorch.memory import ModelMemory, OffloadSettings
+from .distorch.placement import placement_of
+from .distorch.retention import RetainedModels
 
 log = logging.getLogger("distorch.patches")
 
@@ -31,6 +44,8 @@ DEVICE_OVERRIDE_TARGETS = {
     "text_encoder_device": "text_encoder",
     "vae_device": "vae",
 }
+MEMORY_CONTROL_TARGETS = ("unload_all_models", "soft_empty_cache")
+LOADED_AT_KEY = "distorch.loaded_at"  # attachment: when a pack loader read the model's file
 _NO_OVERRIDE: Mapping = MappingProxyType({})
 _device_override: contextvars.ContextVar[Mapping] = contextvars.ContextVar(
     "distorch_device_override", default=_NO_OVERRIDE)
@@ -95,24 +110,60 @@ def install(module=None) -> InstallReport:
     """Install every enabled patch once; calling it again changes nothing."""
     module = module or _host_module()
     report = InstallReport()
-    if "device_override" in disabled_patches():
+    disabled = disabled_patches()
+    if "device_override" in disabled:
         report.skipped.update({name: "disabled by DISTORCH_DISABLE_PATCHES" for name in DEVICE_OVERRIDE_TARGETS})
-        return report
-    for name, role in DEVICE_OVERRIDE_TARGETS.items():
-        current = getattr(module, name, None)
-        if current is None or not callable(current):
-            report.skipped[name] = "not found in this ComfyUI"
-        elif hasattr(current, PATCH_MARKER):
-            report.patched.append(name)  # already ours
-        elif not _takes_no_required_arguments(current):
-            report.skipped[name] = f"unexpected signature {inspect.signature(current)}"
+    else:
+        for name, role in DEVICE_OVERRIDE_TARGETS.items():
+            why = _cannot_wrap(module, name)
+            if why is None and not hasattr(getattr(module, name), PATCH_MARKER):
+                setattr(module, name, _override_wrapper(getattr(module, name), role))
+            _note(report, name, why)
+    if "memory_control" in disabled:
+        report.skipped.update({name: "disabled by DISTORCH_DISABLE_PATCHES" for name in MEMORY_CONTROL_TARGETS})
+    else:
+        whys = {name: _cannot_wrap(module, name) for name in MEMORY_CONTROL_TARGETS}
+        if whys["unload_all_models"] is None and not isinstance(getattr(module, "current_loaded_models", None), list):
+            whys["unload_all_models"] = "no current_loaded_models list"
+        if any(why is not None for why in whys.values()):
+            # The two work as a pair (an unload marks what the cache pass must clear): all or none.
+            for name, why in whys.items():
+                report.skipped[name] = why or "its partner patch cannot apply"
         else:
-            setattr(module, name, _override_wrapper(current, role))
-            report.patched.append(name)
+            control = memory_control(module) or MemoryControl(module)
+            for name in MEMORY_CONTROL_TARGETS:
+                if not hasattr(getattr(module, name), PATCH_MARKER):
+                    setattr(module, name, _memory_wrapper(getattr(module, name), name, control))
+                report.patched.append(name)
     for name, why in report.skipped.items():
-        log.warning("comfyui-distorch: not patching comfy.model_management.%s (%s); "
-                    "DisTorch loaders fall back to the host's device choice for it", name, why)
+        if why.startswith("disabled"):
+            continue
+        consequence = ("DisTorch loaders fall back to the host's device choice for it" if name in DEVICE_OVERRIDE_TARGETS
+                       else "ComfyUI's own unload flow applies and keep_loaded is not honoured")
+        log.warning("comfyui-distorch: not patching comfy.model_management.%s (%s); %s", name, why, consequence)
     return report
+
+
+def _note(report: InstallReport, name: str, why: str | None) -> None:
+    if why is None:
+        report.patched.append(name)
+    else:
+        report.skipped[name] = why
+
+
+def _cannot_wrap(module, name: str) -> str | None:
+    """Why ``module.name`` cannot be wrapped, or None if it can (or already is).
+
+    Every function the pack wraps is called by the host without arguments (some take optional
+    ones): a required parameter means the host changed it, and the wrapper would be wrong."""
+    current = getattr(module, name, None)
+    if current is None or not callable(current):
+        return "not found in this ComfyUI"
+    if hasattr(current, PATCH_MARKER):
+        return None
+    if not _takes_no_required_arguments(current):
+        return f"unexpected signature {inspect.signature(current)}"
+    return None
 
 
 def uninstall(module=None) -> list[str]:
@@ -122,7 +173,7 @@ def uninstall(module=None) -> list[str]:
     it is left in place and reported."""
     module = module or _host_module()
     restored = []
-    for name in DEVICE_OVERRIDE_TARGETS:
+    for name in (*DEVICE_OVERRIDE_TARGETS, *MEMORY_CONTROL_TARGETS):
         current = getattr(module, name, None)
         if current is None:
             continue
@@ -142,4 +193,262 @@ def _wraps_ours(function) -> bool:
             return True
         function = getattr(function, "__wrapped__", None)
         seen += 1
+    return False
+
+
+# ---- memory control ---------------------------------------------------------------------------
+
+def _ram_trim_percent() -> float:
+    try:
+        return float(os.environ.get("DISTORCH_RAM_TRIM_PERCENT", "75"))
+    except ValueError:
+        return 75.0
+
+
+def memory_control(module=None) -> "MemoryControl | None":
+    """The installed MemoryControl (carried by the unload wrapper), or None if the patch is off."""
+    try:
+        module = module or _host_module()
+    except ImportError:
+        return None
+    return getattr(getattr(module, "unload_all_models", None), "__distorch_control__", None)
+
+
+def _memory_wrapper(original, name: str, control: "MemoryControl"):
+    if name == "unload_all_models":
+        @functools.wraps(original)
+        def wrapper(*args, **kwargs):
+            return control.unload_all(original, *args, **kwargs)
+    else:
+        @functools.wraps(original)
+        def wrapper(*args, **kwargs):
+            return control.soft_empty_cache(original, *args, **kwargs)
+    setattr(wrapper, PATCH_MARKER, "memory_control")
+    wrapper.__distorch_control__ = control
+    return wrapper
+
+
+def patchers_in(outputs) -> list:
+    """The ModelPatchers inside a loader's outputs (MODEL is one; CLIP and VAE carry one)."""
+    found = []
+    for item in outputs or ():
+        patcher = item if hasattr(item, "attachments") else getattr(item, "patcher", None)
+        if patcher is not None and hasattr(patcher, "attachments"):
+            found.append(patcher)
+    return found
+
+
+def model_label(patcher) -> str:
+    placement = placement_of(patcher)
+    inner = getattr(patcher, "model", None)
+    kind = type(inner).__name__ if inner is not None else type(patcher).__name__
+    return f"{placement.source} ({placement.component})" if placement else kind
+
+
+class MemoryControl:
+    """What the pack adds to the host's unload flow, and the state it needs between calls.
+
+    - ``retained``: outputs of loaders run with keep_loaded = on, held so that the node-cache reset
+      of "Free model and node cache" cannot drop them and the next prompt reuses them.
+    - ``survivors``: models the last unload deliberately kept, held through the rest of that flow
+      (node-cache reset, gc, empty cache) and released when the next prompt is queued.
+    - ``held_devices``: every device a loaded model has used, for the multi-device cache pass.
+    """
+
+    def __init__(self, module):
+        self.module = module
+        self.lock = threading.RLock()
+        self.retained = RetainedModels()
+        self.survivors: list = []
+        self.held_devices: set[str] = set()
+        self.pack_seen = False
+        self.force_requested = False
+        self.unloading = False
+        self.trim_pending = False
+        self.flows_started = 0
+        self.flows_completed = 0
+        self.last_unload: dict | None = None
+
+    # -- the host calls these through the wrappers ------------------------------------------
+    def unload_all(self, original, *args, **kwargs):
+        with self.lock:
+            self.flows_started += 1
+            entries = [e for e in list(self.module.current_loaded_models) if e.model is not None]
+            self._note_devices(entries)
+            managed = [e for e in entries if placement_of(e.model) is not None]
+            if self.force_requested:
+                self.force_requested = False
+                mode, unloaded = "force", self._unload(entries)
+                released = self.retained.clear()
+                self.survivors = []
+                kept = []
+            elif not managed:
+                # Rule 4: nothing of ours is loaded, so the host decides, exactly as without the pack.
+                self.unloading = True  # the host's unload calls soft_empty_cache itself: not the flow's end
+                try:
+                    result = original(*args, **kwargs)
+                finally:
+                    self.unloading = False
+                self.last_unload = {"mode": "core", "at": time.time(), "unloaded": [], "kept": []}
+                log.info("unload models (core): no DisTorch model loaded, so ComfyUI's own unload ran")
+                return result
+            else:
+                flagged = [e for e in managed if not placement_of(e.model).keep_loaded]
+                mode = "selective" if flagged else "noop"
+                unloaded = self._unload(flagged)
+                released = 0
+                kept_entries = [e for e in entries if not any(e is f for f in flagged)]
+                self.survivors = [e.model for e in kept_entries]
+                kept = [model_label(p) for p in self.survivors]
+            self.trim_pending = True
+            self.last_unload = {"mode": mode, "at": time.time(), "unloaded": unloaded, "kept": kept}
+        log.info("unload models (%s): unloaded %s; kept %s%s", mode, ", ".join(unloaded) or "nothing",
+                 ", ".join(kept) or "nothing", f"; released {released} retained loader outputs" if released else "")
+        return None
+
+    def soft_empty_cache(self, original, *args, **kwargs):
+        result = original(*args, **kwargs)
+        from . import device_utils
+
+        with self.lock:
+            self._note_devices(list(self.module.current_loaded_models))
+            try:
+                current = str(self.module.get_torch_device())
+            except Exception:
+                current = None
+            others = sorted(d for d in self.held_devices if d not in (current, "cpu"))
+            trim = self.trim_pending
+            self.trim_pending = False
+            completed = self.flows_completed if self.unloading else self.flows_started
+        for device in others:
+            device_utils.empty_device_cache(device)
+        if not trim and self.pack_seen:
+            try:
+                trim = device_utils.read_ram().percent_used >= _ram_trim_percent()
+            except Exception:
+                trim = False
+        if trim:
+            device_utils.release_freed_ram()
+        with self.lock:
+            if completed > self.flows_completed and self.last_unload is not None:
+                self.last_unload["completed_at"] = time.time()  # the flow's last step is done
+            self.flows_completed = max(self.flows_completed, completed)
+        return result
+
+    # -- the pack calls these ---------------------------------------------------------------
+    def request_force(self) -> int:
+        """Make the next unload unload everything on every device; returns the flow to wait for."""
+        with self.lock:
+            self.force_requested = True
+            return self.flows_started + 1
+
+    def next_flow(self) -> int:
+        with self.lock:
+            return self.flows_started + 1
+
+    def release_survivors(self) -> None:
+        with self.lock:
+            self.survivors = []
+
+    def loaded_models(self) -> list[ModelMemory]:
+        """Every model the host lists as loaded, then retained ones it does not list."""
+        with self.lock:
+            entries = [e.model for e in list(self.module.current_loaded_models)]
+            retained = [p for outputs in self.retained.all_outputs() for p in patchers_in(outputs)]
+        result, seen = [], set()
+        for state, patchers in (("loaded", entries), ("retained", retained)):
+            for patcher in patchers:
+                inner = getattr(patcher, "model", None)
+                if patcher is None or inner is None or id(inner) in seen:
+                    continue
+                seen.add(id(inner))
+                result.append(describe_model(patcher, state))
+        return result
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _note_devices(self, entries) -> None:
+        for entry in entries:
+            patcher = entry.model
+            if patcher is None:
+                continue
+            if placement_of(patcher) is not None:
+                self.pack_seen = True
+            for device in (getattr(entry, "device", None), getattr(patcher, "load_device", None)):
+                if device is not None:
+                    self.held_devices.add(str(device))
+
+    def _unload(self, entries) -> list[str]:
+        names = []
+        for entry in entries:
+            patcher = entry.model
+            label = model_label(patcher) if patcher is not None else "a dead model"
+            try:
+                entry.model_unload()
+            except Exception as exc:  # keep going: the others must still be unloaded
+                log.warning("unloading %s failed: %s", label, exc)
+            current = self.module.current_loaded_models
+            for index in range(len(current) - 1, -1, -1):
+                if current[index] is entry:
+                    current.pop(index)
+            names.append(label)
+        return names
+
+
+def describe_model(patcher, state: str) -> ModelMemory:
+    """Where one model's weights are, from its tensors (reads attributes only, no copies)."""
+    inner = patcher.model
+    devices: dict[str, int] = {}
+    for tensors in (inner.parameters(), inner.buffers()):
+        for tensor in tensors:
+            key = str(tensor.device)
+            devices[key] = devices.get(key, 0) + tensor.nelement() * tensor.element_size()
+    placement = placement_of(patcher)
+    try:
+        loaded = int(patcher.loaded_size())
+    except Exception:
+        loaded = 0
+    return ModelMemory(
+        id=f"{id(inner):x}", name=placement.source if placement else type(inner).__name__,
+        model_class=type(inner).__name__, loader=placement.loader if placement else "core",
+        component=placement.component if placement else None,
+        compute_device=str(getattr(patcher, "load_device", "")), devices=devices, loaded_bytes=loaded,
+        pack_managed=placement is not None, keep_loaded=placement.keep_loaded if placement else None,
+        flagged=bool(placement is not None and not placement.keep_loaded), state=state,
+        loaded_at=(getattr(patcher, "attachments", None) or {}).get(LOADED_AT_KEY))
+
+
+def offload_settings(module=None) -> OffloadSettings:
+    """The host's offload configuration, read defensively (names move between versions)."""
+    module = module or _host_module()
+
+    def value(name, default=None):
+        return getattr(module, name, default)
+
+    state = value("vram_state")
+    cpu_state = value("cpu_state")
+    streams = value("NUM_STREAMS")
+    cap = value("MAX_PINNED_MEMORY")
+    reserved = None
+    try:
+        reserved = int(module.extra_reserved_memory())
+    except Exception:
+        pass
+    return OffloadSettings(
+        vram_state=getattr(state, "name", None if state is None else str(state)),
+        cpu_state=getattr(cpu_state, "name", None if cpu_state is None else str(cpu_state)),
+        async_offload=None if streams is None else streams > 0,
+        offload_streams=streams, pinned_memory=None if cap is None else cap > 0,
+        pinned_bytes=value("TOTAL_PINNED_MEMORY"), pinned_cap_bytes=None if cap is None or cap <= 0 else int(cap),
+        reserved_vram_bytes=reserved, dynamic_vram=dynamic_vram_enabled(module))
+
+
+def dynamic_vram_enabled(module) -> bool:
+    """Newer ComfyUI (0.15+) builds models with ModelPatcherDynamic ("DynamicVRAM")."""
+    for attribute in ("DYNAMIC_VRAM", "dynamic_vram_enabled", "is_dynamic_vram_enabled"):
+        found = getattr(module, attribute, None)
+        if found is not None:
+            try:
+                return bool(found() if callable(found) else found)
+            except Exception:
+                return False
     return False

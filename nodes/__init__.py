@@ -1,5 +1,6 @@
 """Node classes ComfyUI sees. Thin: parse inputs, call the engine, return outputs."""
-from .loaders import LOADER_NODES, LOADER_DISPLAY_NAMES
+from .keep_loaded import honour_keep_loaded
+from .loaders import LOADER_DISPLAY_NAMES, LOADER_NODES
 
-NODE_CLASS_MAPPINGS = dict(LOADER_NODES)
+NODE_CLASS_MAPPINGS = {name: honour_keep_loaded(cls) for name, cls in LOADER_NODES.items()}
 NODE_DISPLAY_NAME_MAPPINGS = dict(LOADER_DISPLAY_NAMES)

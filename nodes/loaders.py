@@ -39,9 +39,10 @@ CORE_INPUT_TOOLTIPS = {
     "vae_name": "VAE file from models/vae (or a TAESD approximation from models/vae_approx).",
     "ckpt_name": "Checkpoint file from models/checkpoints (diffusion model, text encoder and VAE in one).",
 }
-KEEP_LOADED_TOOLTIP = ("On: mark this model to stay loaded when ComfyUI or ComfyUI-Manager unloads models "
-                       "(POST /free). In this version the mark is recorded on the model; the unload flow "
-                       "honours it once the pack's memory control ships (see README).")
+KEEP_LOADED_TOOLTIP = ("On: this model stays loaded when ComfyUI or ComfyUI-Manager unloads models (POST /free, "
+                       "'Unload Models', 'Free model and node cache') and is reused without reading the file "
+                       "again. Off: the model is flagged, and an unload removes exactly the flagged models. "
+                       "POST /distorch/free with force unloads everything.")
 
 
 SPLIT_TOOLTIPS = {

@@ -25,10 +25,10 @@ def mm():
 
 
 @pytest.fixture
-def patches(mm):
-    import model_management_mgpu
-
-    originals = {name: getattr(mm, name) for name in model_management_mgpu.DEVICE_OVERRIDE_TARGETS}
+def patches(mm, pack_module):
+    model_management_mgpu = pack_module("model_management_mgpu")
+    targets = (*model_management_mgpu.DEVICE_OVERRIDE_TARGETS, *model_management_mgpu.MEMORY_CONTROL_TARGETS)
+    originals = {name: getattr(mm, name) for name in targets}
     yield model_management_mgpu
     model_management_mgpu.uninstall(mm)
     for name, original in originals.items():
@@ -40,7 +40,8 @@ def test_install_is_idempotent_and_uninstall_restores(mm, patches):
     first = patches.install(mm)
     wrapper = mm.get_torch_device
     second = patches.install(mm)
-    assert first.patched == second.patched == ["get_torch_device", "text_encoder_device", "vae_device"]
+    assert first.patched == second.patched == ["get_torch_device", "text_encoder_device", "vae_device",
+                                               "unload_all_models", "soft_empty_cache"]
     assert mm.get_torch_device is wrapper and wrapper.__wrapped__ is before
     assert patches.uninstall(mm) == first.patched
     assert mm.get_torch_device is before
@@ -85,23 +86,25 @@ def test_missing_or_changed_host_function_is_skipped_with_one_line(patches, capl
     with caplog.at_level(logging.WARNING, logger="distorch"):
         report = patches.install(host)
     assert report.patched == ["get_torch_device"]
-    assert set(report.skipped) == {"text_encoder_device", "vae_device"}
+    assert set(report.skipped) == {"text_encoder_device", "vae_device", "unload_all_models", "soft_empty_cache"}
     assert "not found" in report.skipped["vae_device"] and "signature" in report.skipped["text_encoder_device"]
-    assert len(caplog.records) == 2
+    assert len(caplog.records) == 4
     patches.uninstall(host)
 
 
 def test_switch_off_by_environment(mm, patches, monkeypatch):
-    monkeypatch.setenv("DISTORCH_DISABLE_PATCHES", "device_override")
-    before = mm.get_torch_device
+    monkeypatch.setenv("DISTORCH_DISABLE_PATCHES", "device_override,memory_control")
+    before = mm.get_torch_device, mm.unload_all_models
     report = patches.install(mm)
-    assert report.patched == [] and mm.get_torch_device is before
+    assert report.patched == [] and (mm.get_torch_device, mm.unload_all_models) == before
 
 
-def test_placement_travels_with_model_patcher_clones(mm):
+def test_placement_travels_with_model_patcher_clones(mm, pack_module):
     import comfy.model_patcher
 
-    from distorch.placement import ModelPlacement, attach, placement_of
+    placement_module = pack_module("distorch.placement")
+    ModelPlacement, attach, placement_of = (placement_module.ModelPlacement, placement_module.attach,
+                                            placement_module.placement_of)
 
     patcher = comfy.model_patcher.ModelPatcher(torch.nn.Linear(2, 2), load_device=torch.device("cpu"),
                                                offload_device=torch.device("cpu"))

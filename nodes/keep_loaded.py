@@ -1,0 +1,88 @@
+"""``keep_loaded = on``: the loader's outputs are held by the pack and reused.
+
+Wraps each DisTorch loader's function (in place, once): when a model with the same inputs and the
+same file (size, modification time) is already held, it is returned as is, so a prompt after
+"Free model and node cache" gets the loaded model without reading the file again. With
+``keep_loaded = off`` nothing is held and the model lives as long as ComfyUI's node cache keeps it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+import time
+
+import folder_paths
+
+from ..distorch.placement import attach, placement_of
+from ..model_management_mgpu import LOADED_AT_KEY, memory_control, patchers_in
+
+log = logging.getLogger("distorch.keep_loaded")
+WRAPPED_MARKER = "__distorch_keep_loaded__"
+# Inputs that name a file, and the folder they are looked up in.
+FILE_INPUTS = {"unet_name": "diffusion_models", "clip_name": "text_encoders", "clip_name1": "text_encoders",
+               "clip_name2": "text_encoders", "vae_name": "vae", "ckpt_name": "checkpoints"}
+
+
+def _file_identity(folder: str, name) -> tuple:
+    path = folder_paths.get_full_path(folder, name) if isinstance(name, str) else None
+    try:
+        stat = os.stat(path) if path else None
+    except OSError:
+        stat = None
+    return (path, stat.st_size, stat.st_mtime_ns) if stat else (path, None, None)
+
+
+def retention_key(node_class: str, inputs: dict) -> tuple:
+    """What makes two loads the same: the loader, its inputs but keep_loaded, and the files."""
+    parts = []
+    for name in sorted(inputs):
+        if name == "keep_loaded":
+            continue
+        value = inputs[name]
+        parts.append((name, value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)))
+        if name in FILE_INPUTS:
+            parts.append((name + ":file", _file_identity(FILE_INPUTS[name], value)))
+    return node_class, tuple(parts)
+
+
+def _set_keep_loaded(outputs, keep_loaded: bool) -> None:
+    for patcher in patchers_in(outputs):
+        placement = placement_of(patcher)
+        if placement is not None and placement.keep_loaded != keep_loaded:
+            attach(patcher, dataclasses.replace(placement, keep_loaded=keep_loaded))
+
+
+def honour_keep_loaded(cls):
+    """Wrap ``cls.FUNCTION`` so keep_loaded outputs are held and reused. Idempotent."""
+    function_name = cls.FUNCTION
+    original = getattr(cls, function_name)
+    if getattr(original, WRAPPED_MARKER, False):
+        return cls
+
+    @functools.wraps(original)
+    def load(self, **inputs):
+        control = memory_control()
+        keep = bool(inputs.get("keep_loaded", False))
+        if control is None:  # memory control is off: the flag is only recorded
+            return original(self, **inputs)
+        key = retention_key(type(self).__name__, inputs)
+        held = control.retained.get(key)
+        if held is not None:
+            _set_keep_loaded(held, keep)
+            if not keep:
+                control.retained.pop(key)
+            log.info("%s: reusing the loaded model (keep_loaded), no file read", type(self).__name__)
+            return held
+        outputs = original(self, **inputs)
+        now = time.time()
+        for patcher in patchers_in(outputs):
+            patcher.attachments[LOADED_AT_KEY] = now
+        if keep:
+            control.retained.put(key, outputs)
+        return outputs
+
+    setattr(load, WRAPPED_MARKER, True)
+    setattr(cls, function_name, load)
+    return cls

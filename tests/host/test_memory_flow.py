@@ -1,0 +1,250 @@
+"""The /free flow, /internal/memory and /distorch/free through a real ComfyUI server, the way
+ComfyUI-Manager and API clients drive them. ``POST /free`` only sets flags: the prompt worker acts
+between prompts, so every test waits for the effect (the flow's ``completed_at``), not the reply."""
+import json
+import re
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+import hostenv
+import workflows
+from comfy_host import ComfyHost
+
+pytestmark = pytest.mark.host
+
+SCHEMA = json.loads((hostenv.REPO_ROOT / "schemas" / "internal_memory.schema.json").read_text())
+MANAGER_UNLOAD = {"unload_models": True}                         # Manager: "Unload Models"
+MANAGER_FREE = {"unload_models": True, "free_memory": True}      # Manager: "Free model and node cache"
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory, model_cache):
+    """A server of its own: these tests unload and retain models, which others should not see."""
+    server = ComfyHost(hostenv.comfyui_dir(), tmp_path_factory.mktemp("host-memory"), model_cache, hostenv.REPO_ROOT)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def clean(host):
+    """Start each test with nothing loaded (force free: itself tested below)."""
+    status, body = host.request("POST", "/distorch/free", {"force": True})
+    assert status == 200 and body["status"] == "done", body
+    assert host.get("/internal/memory")["models"] == []
+    return host
+
+
+def memory(host) -> dict:
+    document = host.get("/internal/memory")
+    jsonschema.validate(document, SCHEMA)
+    return document
+
+
+def by_name(document) -> dict:
+    return {m["name"]: m for m in document["models"]}
+
+
+def post_free(host, body: dict) -> None:
+    """POST /free as Manager does. ComfyUI 0.3.75's worker misses the wake-up when the request lands
+    during its post-prompt gc pass and then acts only at the next prompt; pressing the button again
+    (the flags are idempotent) wakes it, as a user would."""
+    status, _ = host.request("POST", "/free", body)
+    assert status == 200
+
+
+def wait_for_flow(host, since: float, body: dict | None = None, timeout: float = 30.0) -> dict:
+    """The memory document once an unload flow that started after ``since`` has finished."""
+    deadline = time.monotonic() + timeout
+    next_press = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        document = memory(host)
+        last = document["last_unload"]
+        if last and last["at"] > since and last.get("completed_at"):
+            return document
+        if body is not None and time.monotonic() > next_press and not (last and last["at"] > since):
+            post_free(host, body)
+            next_press = time.monotonic() + 2.0
+        time.sleep(0.05)
+    raise TimeoutError(f"no completed unload flow after {timeout}s:\n{host.log_tail()}")
+
+
+def graph(unet_keep: bool, clip_keep: bool, vae_keep: bool, seed=1, prefix="memory"):
+    loaders = workflows.separate_loaders("distorch", compute_device="cpu")
+    for node, keep in (("1", unet_keep), ("2", clip_keep), ("3", vae_keep)):
+        loaders[node]["inputs"]["keep_loaded"] = keep
+    return workflows.separate_txt2img(loaders, seed=seed, prefix=prefix)
+
+
+def rss(host) -> int:
+    status = Path(f"/proc/{host.process.pid}/status").read_text()
+    return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) * 1024
+
+
+def test_report_validates_and_lists_what_a_prompt_loaded(clean):
+    host = clean
+    for path in ("/internal/memory", "/api/internal/memory"):
+        jsonschema.validate(host.get(path), SCHEMA)
+    host.run(graph(True, False, False))
+    document = memory(host)
+    models = by_name(document)
+    assert set(models) == {workflows.UNET, workflows.CLIP, workflows.VAE}
+    unet = models[workflows.UNET]
+    assert (unet["loader"], unet["component"], unet["keep_loaded"], unet["flagged"], unet["state"]) == (
+        "DisTorchUNETLoader", "unet", True, False, "loaded")
+    assert models[workflows.CLIP]["flagged"] and models[workflows.VAE]["flagged"]
+    assert unet["devices"]["cpu"] > 40 << 20  # the 52 MiB synthetic UNet, fp32
+    cpu = document["devices"][0]
+    assert cpu["device"] == "cpu" and cpu["models"][unet["id"]] == unet["devices"]["cpu"]
+    assert document["offload"]["vram_state"] == "DISABLED"  # --cpu
+
+
+@pytest.mark.parametrize("body", [MANAGER_UNLOAD, MANAGER_FREE], ids=["unload-models", "free-model-and-node-cache"])
+def test_manager_buttons_eject_exactly_the_flagged_model(clean, body):
+    host = clean
+    host.run(graph(True, False, True, prefix="eject"))
+    before = by_name(memory(host))
+    since = time.time()
+    post_free(host, body)
+    after = by_name(wait_for_flow(host, since, body))
+    assert set(after) == {workflows.UNET, workflows.VAE}, "only the flagged CLIP may go"
+    for name in (workflows.UNET, workflows.VAE):
+        assert after[name]["id"] == before[name]["id"] and after[name]["state"] == "loaded"
+        assert after[name]["loaded_at"] == before[name]["loaded_at"]
+    last = memory(host)["last_unload"]
+    assert last["mode"] == "selective" and last["unloaded"] == [f"{workflows.CLIP} (clip)"]
+
+    log_start = len(host.log_text())
+    started = time.monotonic()
+    host.run(graph(True, False, True, seed=2, prefix="eject-again"))
+    elapsed = time.monotonic() - started
+    again = by_name(memory(host))
+    for name in (workflows.UNET, workflows.VAE):  # not read from disk again
+        assert again[name]["id"] == before[name]["id"]
+        assert again[name]["loaded_at"] == before[name]["loaded_at"]
+    new_log = host.log_text()[log_start:]
+    if body is MANAGER_FREE:  # the node cache was reset: our loaders answered from what they hold
+        assert new_log.count("reusing the loaded model (keep_loaded), no file read") == 2, new_log
+        assert again[workflows.CLIP]["loaded_at"] > before[workflows.CLIP]["loaded_at"]  # re-read
+    print(f"\n[memory] prompt after the unload flow ({body}): {elapsed:.2f} s; kept models reused in place")
+
+
+def test_nothing_flagged_is_a_strict_noop(clean):
+    host = clean
+    host.run(graph(True, True, True, prefix="noop"))
+    before = by_name(memory(host))
+    since = time.time()
+    post_free(host, MANAGER_FREE)
+    after = wait_for_flow(host, since, MANAGER_FREE)
+    assert after["last_unload"]["mode"] == "noop" and after["last_unload"]["unloaded"] == []
+    assert {n: (m["id"], m["state"], m["loaded_at"]) for n, m in by_name(after).items()} == {
+        n: (m["id"], m["state"], m["loaded_at"]) for n, m in before.items()}
+
+
+def test_force_frees_everything(clean):
+    host = clean
+    host.run(graph(True, True, False, prefix="force"))
+    assert len(memory(host)["models"]) == 3
+    status, body = host.request("POST", "/distorch/free", {"force": True})
+    assert status == 200 and body["status"] == "done" and body["force"] is True
+    assert sorted(body["before"]["models"]) == sorted([workflows.UNET, workflows.CLIP, workflows.VAE])
+    assert body["after"]["models"] == []
+    assert body["last_unload"]["mode"] == "force"
+    assert body["freed"]["process_rss"] > 0
+    assert memory(host)["models"] == []
+    status, _ = host.request("POST", "/api/distorch/free", {"force": True})  # the /api mirror
+    assert status == 200
+
+
+def test_ejecting_a_large_model_returns_its_ram(clean):
+    host = clean
+    checkpoint = workflows.checkpoint_loader("distorch", compute_device="cpu")  # keep_loaded off: all flagged
+    host.run(workflows.txt2img(checkpoint, prefix="rss"))
+    document = memory(host)
+    size = sum(m["total_bytes"] for m in document["models"] if m["flagged"])
+    assert size > 400 << 20, document["models"]
+    before = rss(host)
+    since = time.time()
+    post_free(host, MANAGER_FREE)
+    wait_for_flow(host, since, MANAGER_FREE)
+    time.sleep(0.5)
+    dropped = before - rss(host)
+    print(f"\n[memory] ejected {size / 2**20:.0f} MiB of models: process RSS {before / 2**20:.0f} -> "
+          f"{(before - dropped) / 2**20:.0f} MiB, dropped {dropped / 2**20:.0f} MiB = {dropped / size:.0%} of the size")
+    assert dropped >= 0.8 * size
+
+
+@pytest.mark.parametrize("body, fragment", [
+    (b"{not json", "not valid JSON"),
+    (b"[1, 2]", "must be a JSON object"),
+    ({"force": "yes"}, "'force' must be bool"),
+    ({"force": 1}, "'force' must be bool"),
+    ({"free_memory": None}, "'free_memory' must be bool"),
+    ({"timeout": -1}, "'timeout' must be between 0 and 300"),
+    ({"everything": True}, "unknown key(s) everything"),
+])
+def test_bad_free_requests_get_400_and_change_nothing(clean, body, fragment):
+    host = clean
+    host.run(graph(False, True, True, prefix="bad"))
+    before = by_name(memory(host))
+    status, answer = host.request("POST", "/distorch/free", body)
+    assert status == 400 and fragment in answer["error"], answer
+    time.sleep(0.3)
+    assert {n: m["id"] for n, m in by_name(memory(host)).items()} == {n: m["id"] for n, m in before.items()}
+
+
+def test_memory_event_over_the_websocket(clean):
+    import websocket
+
+    host = clean
+    socket = websocket.create_connection(f"ws://127.0.0.1:{host.port}/ws?clientId=memory-test", timeout=10)
+    try:
+        def next_memory_event(deadline):
+            while time.monotonic() < deadline:
+                try:
+                    raw = socket.recv()
+                except websocket.WebSocketTimeoutException:
+                    continue
+                if isinstance(raw, str):
+                    message = json.loads(raw)
+                    if message["type"] == "distorch.memory":
+                        return message["data"]
+            raise TimeoutError("no distorch.memory event")
+
+        first = next_memory_event(time.monotonic() + 10)
+        jsonschema.validate(first, SCHEMA)
+        host.run(graph(True, True, True, prefix="ws"))
+        deadline = time.monotonic() + 15
+        while True:
+            event = next_memory_event(deadline)
+            if {m["name"] for m in event["models"]} == {workflows.UNET, workflows.CLIP, workflows.VAE}:
+                break
+        jsonschema.validate(event, SCHEMA)
+    finally:
+        socket.close()
+
+
+def test_core_only_workflow_unloads_as_without_the_pack(clean, comfy_core):
+    """No pack model loaded: the /free flow is the host's own. Observed the way a user would: the
+    next prompt has to load (log "Requested to load ...") exactly the models core has to load."""
+    def run_unload_run(server, wait):
+        server.run(workflows.txt2img(workflows.checkpoint_loader("core"), prefix="core-free"))
+        since = time.time()
+        post_free(server, MANAGER_UNLOAD)
+        wait(server, since)
+        start = len(server.log_text())
+        server.run(workflows.txt2img(workflows.checkpoint_loader("core"), seed=2, prefix="core-free-2"))
+        return sorted(re.findall(r"Requested to load (\w+)", server.log_text()[start:]))
+
+    def press_twice(server, since):  # no route to watch on a core-only server
+        time.sleep(1.0)
+        post_free(server, MANAGER_UNLOAD)
+        time.sleep(1.0)
+
+    with_pack = run_unload_run(clean, lambda server, since: wait_for_flow(server, since, MANAGER_UNLOAD))
+    assert memory(clean)["last_unload"]["mode"] == "core"
+    core = run_unload_run(comfy_core, press_twice)
+    assert with_pack == core and len(core) >= 2, (with_pack, core)

@@ -1,0 +1,28 @@
+"""Unit-test helpers: import the pack's own modules (which use relative imports) without running
+its ``__init__.py`` (that registers nodes and needs a running ComfyUI)."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+
+import pytest
+
+import hostenv
+
+PACKAGE = "distorch_pack_under_test"
+
+
+def import_pack_module(name: str):
+    """``import_pack_module("device_utils")`` -> the pack's device_utils as a package submodule."""
+    if PACKAGE not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            PACKAGE, hostenv.REPO_ROOT / "__init__.py", submodule_search_locations=[str(hostenv.REPO_ROOT)])
+        package = importlib.util.module_from_spec(spec)  # deliberately not executed
+        sys.modules[PACKAGE] = package
+    return importlib.import_module(f"{PACKAGE}.{name}")
+
+
+@pytest.fixture(scope="session")
+def pack_module():
+    return import_pack_module

@@ -1,0 +1,142 @@
+"""The memory-control patches against the real comfy.model_management, in-process, with real
+ModelPatchers around small modules loaded through the host's own load_models_gpu (CPU)."""
+import gc
+import logging
+import sys
+
+import pytest
+import torch
+
+import hostenv
+
+
+@pytest.fixture(scope="module")
+def mm():
+    comfyui = hostenv.comfyui_dir()
+    if not (comfyui / "main.py").exists():
+        pytest.fail(f"no ComfyUI at {comfyui}: run tools/bootstrap.py or set COMFYUI_PATH")
+    sys.path.insert(0, str(comfyui))
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True
+    import comfy.model_management
+
+    return comfy.model_management
+
+
+@pytest.fixture
+def control(mm, pack_module):
+    patches = pack_module("model_management_mgpu")
+    original_unload = mm.unload_all_models
+    report = patches.install(mm)
+    assert "unload_all_models" in report.patched
+    yield patches.memory_control(mm)
+    mm.unload_all_models()  # whatever the test left (our wrapper: force not set -> selective/core)
+    original_unload()
+    mm.current_loaded_models.clear()
+    patches.uninstall(mm)
+    assert mm.unload_all_models is original_unload
+
+
+@pytest.fixture
+def make_model(mm, pack_module):
+    import comfy.model_patcher
+
+    placement = pack_module("distorch.placement")
+
+    def make(name, keep_loaded=None, size=256):
+        patcher = comfy.model_patcher.ModelPatcher(torch.nn.Linear(size, size), load_device=torch.device("cpu"),
+                                                   offload_device=torch.device("cpu"))
+        if keep_loaded is not None:
+            placement.attach(patcher, placement.ModelPlacement("DisTorchUNETLoader", "unet", "cpu", "cpu",
+                                                               keep_loaded, name))
+        mm.load_models_gpu([patcher])
+        return patcher
+
+    return make
+
+
+def loaded(mm):
+    return [entry.model for entry in mm.current_loaded_models]
+
+
+def test_no_pack_model_means_the_host_decides(mm, control, make_model):
+    core = make_model("core")
+    assert any(p is core for p in loaded(mm))
+    mm.unload_all_models()
+    assert loaded(mm) == [] and control.last_unload["mode"] == "core"
+
+
+def test_selective_unloads_exactly_the_flagged(mm, control, make_model, caplog):
+    flagged = make_model("flagged.safetensors", keep_loaded=False)
+    kept = make_model("kept.safetensors", keep_loaded=True)
+    core = make_model("core")
+    with caplog.at_level(logging.INFO, logger="distorch"):
+        mm.unload_all_models()
+    remaining = loaded(mm)
+    assert not any(p is flagged for p in remaining)
+    assert any(p is kept for p in remaining) and any(p is core for p in remaining)
+    assert control.last_unload["mode"] == "selective"
+    assert control.last_unload["unloaded"] == ["flagged.safetensors (unet)"]
+    assert "unloaded flagged.safetensors (unet); kept" in caplog.text
+
+
+def test_nothing_flagged_is_a_strict_noop(mm, control, make_model):
+    kept = make_model("kept.safetensors", keep_loaded=True)
+    core = make_model("core")
+    before = [id(p) for p in loaded(mm)]
+    mm.unload_all_models()
+    assert [id(p) for p in loaded(mm)] == before and control.last_unload["mode"] == "noop"
+    assert kept.model.weight.device.type == "cpu" and core.loaded_size() > 0
+
+
+def test_survivors_outlive_the_node_cache_until_the_next_prompt(mm, control, make_model):
+    flagged = make_model("flagged.safetensors", keep_loaded=False)  # the node cache's references,
+    core = make_model("core")                                        # in the real flow
+    mm.unload_all_models()
+    del core, flagged  # the worker resets the node cache...
+    gc.collect()  # ...and collects
+    assert len(loaded(mm)) == 1, "the kept core model died in the gc pass"
+    control.release_survivors()  # the next prompt was queued
+    gc.collect()
+    mm.cleanup_models()
+    assert loaded(mm) == []
+
+
+def test_force_unloads_everything_and_releases_retained_outputs(mm, control, make_model):
+    kept = make_model("kept.safetensors", keep_loaded=True)
+    make_model("core")
+    control.retained.put(("key",), (kept,))
+    target = control.request_force()
+    mm.unload_all_models()
+    assert loaded(mm) == [] and len(control.retained) == 0 and control.last_unload["mode"] == "force"
+    assert control.flows_started == target
+    mm.soft_empty_cache()
+    assert control.flows_completed == target
+
+
+def test_cache_pass_covers_every_device_that_held_a_model(mm, control, pack_module, monkeypatch):
+    device_utils = pack_module("device_utils")
+    emptied, trimmed = [], []
+    monkeypatch.setattr(device_utils, "empty_device_cache", lambda device: emptied.append(device) or True)
+    monkeypatch.setattr(device_utils, "release_freed_ram", lambda: trimmed.append(True) or True)
+    control.held_devices.update({"cuda:1", "xpu:0", "cpu"})
+    mm.soft_empty_cache()
+    assert emptied == ["cuda:1", "xpu:0"]  # the current device (cpu here) is the host's own call
+    assert trimmed == []  # nothing was unloaded and RAM is below the threshold
+    control.trim_pending = True
+    mm.soft_empty_cache()
+    assert trimmed == [True]
+    monkeypatch.setenv("DISTORCH_RAM_TRIM_PERCENT", "0")
+    control.pack_seen = True
+    mm.soft_empty_cache()
+    assert trimmed == [True, True]
+
+
+def test_loaded_models_reports_bytes_per_device(mm, control, make_model):
+    kept = make_model("kept.safetensors", keep_loaded=True, size=512)
+    (report,) = control.loaded_models()
+    expected = sum(t.nelement() * t.element_size() for t in kept.model.parameters())
+    assert report.devices == {"cpu": expected} and report.total_bytes == expected
+    assert (report.name, report.loader, report.keep_loaded, report.flagged, report.state) == (
+        "kept.safetensors", "DisTorchUNETLoader", True, False, "loaded")
