@@ -31,7 +31,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from .distorch.memory import ModelMemory, OffloadSettings
+from . import device_utils
+from .distorch.memory import ModelMemory, OffloadSettings, change_line
 from .distorch.placement import placement_of
 from .distorch.retention import RetainedModels
 
@@ -268,10 +269,13 @@ class MemoryControl:
         self.flows_started = 0
         self.flows_completed = 0
         self.last_unload: dict | None = None
+        self.flow_before = None  # readings when the current unload flow started
 
     # -- the host calls these through the wrappers ------------------------------------------
     def unload_all(self, original, *args, **kwargs):
+        before = _readings()
         with self.lock:
+            self.flow_before = before
             self.flows_started += 1
             entries = [e for e in list(self.module.current_loaded_models) if e.model is not None]
             self._note_devices(entries)
@@ -308,8 +312,6 @@ class MemoryControl:
 
     def soft_empty_cache(self, original, *args, **kwargs):
         result = original(*args, **kwargs)
-        from . import device_utils
-
         with self.lock:
             self._note_devices(list(self.module.current_loaded_models))
             try:
@@ -330,9 +332,15 @@ class MemoryControl:
         if trim:
             device_utils.release_freed_ram()
         with self.lock:
-            if completed > self.flows_completed and self.last_unload is not None:
+            finished = completed > self.flows_completed and self.last_unload is not None
+            if finished:
                 self.last_unload["completed_at"] = time.time()  # the flow's last step is done
+                before, self.flow_before = self.flow_before, None
             self.flows_completed = max(self.flows_completed, completed)
+        if finished and before is not None:
+            after = _readings()
+            if after is not None:
+                log.info("%s", change_line(f"unload flow ({self.last_unload['mode']}) memory change", before, after))
         return result
 
     # -- the pack calls these ---------------------------------------------------------------
@@ -394,6 +402,14 @@ class MemoryControl:
         return names
 
 
+def _readings():
+    try:
+        return device_utils.read_all_devices()
+    except Exception as exc:  # a reading must never break the host's unload
+        log.debug("memory readings failed: %s", exc)
+        return None
+
+
 def describe_model(patcher, state: str) -> ModelMemory:
     """Where one model's weights are, from its tensors (reads attributes only, no copies)."""
     inner = patcher.model
@@ -439,16 +455,22 @@ def offload_settings(module=None) -> OffloadSettings:
         async_offload=None if streams is None else streams > 0,
         offload_streams=streams, pinned_memory=None if cap is None else cap > 0,
         pinned_bytes=value("TOTAL_PINNED_MEMORY"), pinned_cap_bytes=None if cap is None or cap <= 0 else int(cap),
-        reserved_vram_bytes=reserved, dynamic_vram=dynamic_vram_enabled(module))
+        reserved_vram_bytes=reserved, dynamic_vram=dynamic_vram_enabled())
 
 
-def dynamic_vram_enabled(module) -> bool:
-    """Newer ComfyUI (0.15+) builds models with ModelPatcherDynamic ("DynamicVRAM")."""
-    for attribute in ("DYNAMIC_VRAM", "dynamic_vram_enabled", "is_dynamic_vram_enabled"):
-        found = getattr(module, attribute, None)
-        if found is not None:
-            try:
-                return bool(found() if callable(found) else found)
-            except Exception:
-                return False
-    return False
+def dynamic_vram_enabled() -> bool | None:
+    """Whether newer ComfyUI (0.15+) runs "DynamicVRAM" (comfy-aimdo, ModelPatcherDynamic).
+
+    Asked through ``comfy.cli_args.enables_dynamic_vram()``, which such hosts define; False on
+    hosts that predate it (they cannot run it), None if asking failed."""
+    try:
+        import comfy.cli_args as cli_args
+    except ImportError:
+        return None
+    probe = getattr(cli_args, "enables_dynamic_vram", None)
+    if probe is None:
+        return False
+    try:
+        return bool(probe())
+    except Exception:
+        return None

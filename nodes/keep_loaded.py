@@ -15,6 +15,7 @@ import time
 
 import folder_paths
 
+from .. import device_utils
 from ..distorch.placement import attach, placement_of
 from ..model_management_mgpu import LOADED_AT_KEY, memory_control, patchers_in
 
@@ -75,7 +76,8 @@ def honour_keep_loaded(cls):
                 control.retained.pop(key)
             log.info("%s: reusing the loaded model (keep_loaded), no file read", type(self).__name__)
             return held
-        outputs = original(self, **inputs)
+        with device_utils.logged_change(f"{type(self).__name__} load memory change", log):
+            outputs = original(self, **inputs)
         now = time.time()
         for patcher in patchers_in(outputs):
             patcher.attachments[LOADED_AT_KEY] = now
