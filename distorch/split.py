@@ -34,8 +34,11 @@ class SplitRequest:
     allocation: Allocation
     donor: str | None         # planner slot of the donor for the fraction form
     input_name: str           # the input(s) the request came from, for error messages
+    text: str = ""            # the allocation as the user wrote it (expert form)
 
     def describe(self) -> str:
+        if self.text:
+            return self.text
         if self.allocation.form == "fraction":
             return f"{self.allocation.fraction:g} on {self.compute}, rest on {slot_device(self.donor)}"
         return ";".join(f"{slot_device(s.device)},{_amount(s)}" for s in self.allocation.shares)
@@ -82,12 +85,12 @@ def split_request(compute: str, available: list[str], virtual_vram_gb: float = 0
             return None
         if parsed.form == "fraction":
             donor = _donor(donor_device, available, compute)
-            return SplitRequest(compute, parsed, donor, "allocation")
+            return SplitRequest(compute, parsed, donor, "allocation", text.strip())
         if not any(s.device == compute for s in parsed.shares):
             raise AllocationError(
                 f"allocation: '{text}' gives the compute device {compute} no share. Add it, e.g. "
                 f"'{compute},*;{parsed.shares[0].device},{_amount(parsed.shares[0])}', or change compute_device.")
-        return SplitRequest(compute, parsed, None, "allocation")
+        return SplitRequest(compute, parsed, None, "allocation", text.strip())
     try:
         gib = float(virtual_vram_gb or 0.0)
     except (TypeError, ValueError):

@@ -108,7 +108,7 @@ def test_over_budget_allocation_fails_before_loading_anything(comfy):
     error = error_of(entry)
     assert error["node_id"] == "1"
     message = error["exception_message"]
-    assert "allocation: 'cpu,0.00781gb' cannot hold this model" in message
+    assert "allocation: 'cpu,8mb' cannot hold this model" in message
     assert "(26.0 MiB)" in message and "8.0 MiB" in message and "give it more" in message
     log = comfy.log_text()[before_log:]
     assert "model_type EPS" not in log, "weights were loaded for an allocation that cannot hold them"

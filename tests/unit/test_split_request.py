@@ -51,7 +51,7 @@ def test_donor_that_is_the_compute_device_gets_its_own_slot():
 
 def test_expert_allocation_overrides_the_simple_inputs():
     request = split_request("cuda:0", AVAILABLE, 4.0, "cpu", "cuda:0,25%;cuda:1,75%")
-    assert request.input_name == "allocation"
+    assert request.input_name == "allocation" and request.describe() == "cuda:0,25%;cuda:1,75%"
     # shares: the last donor takes whatever the whole layers leave
     assert request.budgets(100 * MiB) == {"cuda:0": 25 * MiB, "cuda:1": 100 * MiB}
 
