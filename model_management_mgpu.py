@@ -258,7 +258,11 @@ class MemoryControl:
 
     def __init__(self, module):
         self.module = module
+        # ``lock`` serialises the worker's unload / cache passes (it may be held for seconds while
+        # weights move); ``flags`` guards the counters the HTTP handlers touch, never held long, so
+        # the event loop cannot stall behind an unload.
         self.lock = threading.RLock()
+        self.flags = threading.Lock()
         self.retained = RetainedModels()
         self.survivors: list = []
         self.held_devices: set[str] = set()
@@ -270,20 +274,22 @@ class MemoryControl:
         self.flows_completed = 0
         self.last_unload: dict | None = None
         self.flow_before = None  # readings when the current unload flow started
+        self.holders: dict[str, tuple] = {}  # name -> (list patchers, release all): other pack caches
 
     # -- the host calls these through the wrappers ------------------------------------------
     def unload_all(self, original, *args, **kwargs):
         before = _readings()
         with self.lock:
             self.flow_before = before
-            self.flows_started += 1
+            with self.flags:
+                self.flows_started += 1
+                force, self.force_requested = self.force_requested, False
             entries = [e for e in list(self.module.current_loaded_models) if e.model is not None]
             self._note_devices(entries)
             managed = [e for e in entries if placement_of(e.model) is not None]
-            if self.force_requested:
-                self.force_requested = False
+            if force:
                 mode, unloaded = "force", self._unload(entries)
-                released = self.retained.clear()
+                released = self.retained.clear() + self._release_holders()
                 self.survivors = []
                 kept = []
             elif not managed:
@@ -321,7 +327,8 @@ class MemoryControl:
             others = sorted(d for d in self.held_devices if d not in (current, "cpu"))
             trim = self.trim_pending
             self.trim_pending = False
-            completed = self.flows_completed if self.unloading else self.flows_started
+            with self.flags:
+                completed = self.flows_completed if self.unloading else self.flows_started
         for device in others:
             device_utils.empty_device_cache(device)
         if not trim and self.pack_seen:
@@ -346,23 +353,47 @@ class MemoryControl:
     # -- the pack calls these ---------------------------------------------------------------
     def request_force(self) -> int:
         """Make the next unload unload everything on every device; returns the flow to wait for."""
-        with self.lock:
+        with self.flags:
             self.force_requested = True
             return self.flows_started + 1
 
     def next_flow(self) -> int:
-        with self.lock:
+        with self.flags:
             return self.flows_started + 1
 
+    def register_holder(self, name: str, held_patchers, release_all) -> None:
+        """Another part of the pack that keeps models (the modes cache): its models are listed as
+        retained in the memory report, and a force free empties it. ``held_patchers()`` returns
+        the ModelPatchers it holds, ``release_all()`` drops them and returns how many."""
+        self.holders[name] = (held_patchers, release_all)
+
+    def _release_holders(self) -> int:
+        released = 0
+        for name, (_, release_all) in list(self.holders.items()):
+            try:
+                released += int(release_all() or 0)
+            except Exception as exc:
+                log.warning("force free: emptying %s failed: %s", name, exc)
+        return released
+
+    def _held_by_holders(self) -> list:
+        held = []
+        for name, (held_patchers, _) in list(self.holders.items()):
+            try:
+                held.extend(held_patchers())
+            except Exception as exc:
+                log.debug("listing %s failed: %s", name, exc)
+        return held
+
     def release_survivors(self) -> None:
-        with self.lock:
-            self.survivors = []
+        self.survivors = []  # one assignment: safe without the worker's lock
 
     def loaded_models(self) -> list[ModelMemory]:
-        """Every model the host lists as loaded, then retained ones it does not list."""
-        with self.lock:
-            entries = [e.model for e in list(self.module.current_loaded_models)]
-            retained = [p for outputs in self.retained.all_outputs() for p in patchers_in(outputs)]
+        """Every model the host lists as loaded, then retained ones it does not list. Reads a copy
+        of the host's list without the worker's lock (copying a list is atomic in CPython)."""
+        entries = [e.model for e in list(self.module.current_loaded_models)]
+        retained = [p for outputs in self.retained.all_outputs() for p in patchers_in(outputs)]
+        retained += self._held_by_holders()
         result, seen = [], set()
         for state, patchers in (("loaded", entries), ("retained", retained)):
             for patcher in patchers:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import logging
 import os
 import time
@@ -62,8 +63,13 @@ def honour_keep_loaded(cls):
     if getattr(original, WRAPPED_MARKER, False):
         return cls
 
+    signature = inspect.signature(original)
+
     @functools.wraps(original)
-    def load(self, **inputs):
+    def load(self, *args, **inputs):
+        if args:  # ComfyUI passes inputs by name; direct Python callers may not
+            inputs = dict(signature.bind(self, *args, **inputs).arguments)
+            inputs.pop(next(iter(signature.parameters)))
         control = memory_control()
         keep = bool(inputs.get("keep_loaded", False))
         if control is None:  # memory control is off: the flag is only recorded

@@ -26,3 +26,18 @@ def import_pack_module(name: str):
 @pytest.fixture(scope="session")
 def pack_module():
     return import_pack_module
+
+
+@pytest.fixture(scope="session")
+def mm():
+    """The real comfy.model_management of the test host, imported in-process (CPU)."""
+    comfyui = hostenv.comfyui_dir()
+    if not (comfyui / "main.py").exists():
+        pytest.fail(f"no ComfyUI at {comfyui}: run tools/bootstrap.py or set COMFYUI_PATH")
+    sys.path.insert(0, str(comfyui))
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True
+    import comfy.model_management
+
+    return comfy.model_management

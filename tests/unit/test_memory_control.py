@@ -2,26 +2,10 @@
 ModelPatchers around small modules loaded through the host's own load_models_gpu (CPU)."""
 import gc
 import logging
-import sys
 
 import pytest
 import torch
 
-import hostenv
-
-
-@pytest.fixture(scope="module")
-def mm():
-    comfyui = hostenv.comfyui_dir()
-    if not (comfyui / "main.py").exists():
-        pytest.fail(f"no ComfyUI at {comfyui}: run tools/bootstrap.py or set COMFYUI_PATH")
-    sys.path.insert(0, str(comfyui))
-    import comfy.cli_args
-
-    comfy.cli_args.args.cpu = True
-    import comfy.model_management
-
-    return comfy.model_management
 
 
 @pytest.fixture
@@ -113,6 +97,20 @@ def test_force_unloads_everything_and_releases_retained_outputs(mm, control, mak
     assert control.flows_started == target
     mm.soft_empty_cache()
     assert control.flows_completed == target
+
+
+def test_other_pack_caches_are_listed_and_emptied_by_force(mm, control, make_model):
+    held = [make_model("cached-mode.safetensors", keep_loaded=False)]
+    control.register_holder("test cache", lambda: list(held), lambda: (len(held), held.clear())[0])
+    try:
+        mm.unload_all_models()  # flagged: leaves the host's list, stays in the cache
+        (report,) = control.loaded_models()
+        assert (report.name, report.state) == ("cached-mode.safetensors", "retained")
+        control.request_force()
+        mm.unload_all_models()
+        assert held == [] and control.loaded_models() == []
+    finally:
+        control.holders.pop("test cache", None)
 
 
 def test_cache_pass_covers_every_device_that_held_a_model(mm, control, pack_module, monkeypatch):

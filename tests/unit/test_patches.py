@@ -1,27 +1,11 @@
 """model_management_mgpu against the real comfy.model_management, imported in-process."""
 import logging
-import sys
 import threading
 import types
 
 import pytest
 import torch
 
-import hostenv
-
-
-@pytest.fixture(scope="module")
-def mm():
-    comfyui = hostenv.comfyui_dir()
-    if not (comfyui / "main.py").exists():
-        pytest.fail(f"no ComfyUI at {comfyui}: run tools/bootstrap.py or set COMFYUI_PATH")
-    sys.path.insert(0, str(comfyui))
-    import comfy.cli_args
-
-    comfy.cli_args.args.cpu = True
-    import comfy.model_management
-
-    return comfy.model_management
 
 
 @pytest.fixture
