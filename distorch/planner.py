@@ -1,8 +1,9 @@
 """Placement planning, pure: module list + device budgets -> which device holds each module.
 
 Rules, in order:
-1. Modules that must stay with the compute: embeddings, norms and anything no larger than
-   ``tiny_bytes`` (moving them costs more in transfers than it saves).
+1. Modules that must stay with the compute: embeddings, norms, modules the host cannot cast per
+   forward (kind ``fixed``) and anything no larger than ``tiny_bytes`` (moving them costs more in
+   transfers than it saves).
 2. The compute device keeps the longest leading run of the remaining modules that fits in its
    budget while leaving room for the largest module it does not keep (an offloaded layer is cast
    to the compute device to run, so that much must be free there).
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-PINNED_KINDS = frozenset({"embedding", "norm"})
+PINNED_KINDS = frozenset({"embedding", "norm", "fixed"})
 DEFAULT_TINY_BYTES = 1 << 20
 
 
@@ -48,6 +49,14 @@ class Plan:
             rows.append(f"(kept free on {self.compute_device} for the largest offloaded layer: "
                         f"{self.reserve_bytes / 2**20:.1f} MiB)")
         return "\n".join(rows)
+
+
+def compute_floor(modules: list[ModuleInfo], tiny_bytes: int = DEFAULT_TINY_BYTES) -> tuple[int, int]:
+    """(bytes that must stay on the compute device, largest module that may be offloaded): what
+    a compute device needs at least, whatever the split."""
+    pinned = sum(m.bytes for m in modules if m.kind in PINNED_KINDS or m.bytes <= tiny_bytes)
+    largest = max((m.bytes for m in modules if not (m.kind in PINNED_KINDS or m.bytes <= tiny_bytes)), default=0)
+    return pinned, largest
 
 
 def plan_placement(modules: list[ModuleInfo], compute_device: str, budgets: dict[str, int],

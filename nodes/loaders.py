@@ -3,11 +3,15 @@
 Each extends the core loader it is named after: the same file lists (read from the core class at
 call time, so they follow the host's version), the same outputs, the same errors for missing
 files. What it adds: the device the model runs on, chosen per node and carried by the model, and
-the ``keep_loaded`` flag. The core loading function runs unchanged inside a ``device_override``
-block; nothing of it is copied.
+the ``keep_loaded`` flag, and for diffusion models and text encoders a split across devices
+(``virtual_vram_gb`` + ``donor_device``, or the expert ``allocation`` string). The core loading
+function runs unchanged inside a ``device_override`` block; nothing of it is copied. A split is
+checked against the file's header before loading, then planned on the loaded model and applied
+through the model's ModelPatcher (distorch/split_model.py).
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 
@@ -17,6 +21,7 @@ import nodes as core_nodes
 from .. import device_utils
 from ..distorch.checks import explain_load_failure
 from ..distorch.placement import ModelPlacement, attach
+from ..distorch.split import split_request
 from ..model_management_mgpu import device_override
 
 log = logging.getLogger("distorch.loaders")
@@ -38,6 +43,99 @@ KEEP_LOADED_TOOLTIP = ("On: this model stays loaded when ComfyUI or ComfyUI-Mana
                        "'Unload Models', 'Free model and node cache') and is reused without reading the file "
                        "again. Off: the model is flagged, and an unload removes exactly the flagged models. "
                        "POST /distorch/free with force unloads everything.")
+
+
+SPLIT_TOOLTIPS = {
+    "virtual_vram_gb": "GiB of this model's weights to park on donor_device instead of the compute device; "
+                       "they are copied to the compute device layer by layer while it runs. 0 = no split "
+                       "(the whole model on the compute device).",
+    "donor_device": "Where the parked weights live: cpu (RAM as 'virtual VRAM') or another GPU. Used with "
+                    "virtual_vram_gb, and with a fraction allocation such as 0.8.",
+    "allocation": "Expert, overrides virtual_vram_gb: 'cuda:0,2.5gb;cpu,*' (bytes per device, * = the rest), "
+                  "'cuda:0,25%;cpu,75%' (shares), or '0.8' (share kept on the compute device, the rest on "
+                  "donor_device). Units are binary (1 gb = 1 GiB). Empty = use virtual_vram_gb.",
+}
+
+
+def split_inputs() -> dict:
+    """The optional split inputs (optional so that workflows saved without them still run)."""
+    return {
+        "virtual_vram_gb": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1024.0, "step": 0.01,
+                                      "tooltip": SPLIT_TOOLTIPS["virtual_vram_gb"]}),
+        "donor_device": (device_utils.available_devices(), {"default": "cpu",
+                                                            "tooltip": SPLIT_TOOLTIPS["donor_device"]}),
+        "allocation": ("STRING", {"default": "", "multiline": False, "advanced": True,
+                                  "tooltip": SPLIT_TOOLTIPS["allocation"]}),
+    }
+
+
+def add_split_inputs(inputs: dict) -> dict:
+    inputs.setdefault("optional", {}).update(split_inputs())
+    return inputs
+
+
+def compute_name(device, role: str) -> str:
+    """The device a model will run on: the node's choice, else what the host picks for ``role``."""
+    if device is not None:
+        return str(device)
+    import comfy.model_management as mm
+
+    return str(mm.text_encoder_device() if role == "clip" else mm.get_torch_device())
+
+
+def request_for(compute: str, virtual_vram_gb, donor_device, allocation):
+    """The split the inputs ask for (None = no split); raises ValueError naming the bad input."""
+    return split_request(compute, device_utils.available_devices(), virtual_vram_gb, donor_device, allocation)
+
+
+def validate_split(compute_device, role: str, virtual_vram_gb, donor_device, allocation):
+    """VALIDATE_INPUTS helper for the split inputs: True, or the message shown on the node."""
+    try:
+        device = device_utils.resolve_device(compute_device, "compute_device")
+        request_for(compute_name(device, role), virtual_vram_gb, donor_device, allocation)
+    except ValueError as exc:
+        return str(exc)
+    return True
+
+
+def precheck(request, folder: str, names: list[str], prefix: str = "", weight_dtype: str = "default") -> None:
+    """Refuse an allocation that cannot hold the model, from the file header, before loading."""
+    if request is None:
+        return
+    from ..distorch.planner import PlanError
+    from ..distorch.split_model import precheck_files
+
+    paths = [folder_paths.get_full_path(folder, name) for name in names]
+    if any(path is None or not path.endswith((".safetensors", ".sft")) for path in paths):
+        return  # the core reports missing files; other formats have no header to read
+    try:
+        precheck_files(paths, request, prefix, weight_dtype)
+    except PlanError:
+        raise
+    except Exception as exc:  # an unreadable header: the core load reports the file itself
+        log.debug("no header precheck for %s: %s", names, exc)
+
+
+def apply_split_inputs(holder, get_patcher, label: str, virtual_vram_gb, donor_device, allocation):
+    """Plan and apply the split on a loaded model. On failure this function's references to the
+    model are dropped before the error is raised (no exception chain keeps them), so the model
+    is freed with the node's outputs."""
+    patcher = get_patcher(holder)
+    request = request_for(str(patcher.load_device), virtual_vram_gb, donor_device, allocation)
+    if request is None:
+        return holder
+    from ..distorch.split_model import split_loaded_model
+
+    failure = None
+    try:
+        split_loaded_model(patcher, request, label)
+    except (ValueError, RuntimeError) as exc:  # PlanError, SplitUnsupported
+        failure = str(exc)
+    if failure is not None:
+        holder = patcher = None
+        gc.collect()
+        raise RuntimeError(failure)
+    return holder
 
 
 def device_input(tooltip: str):
@@ -103,7 +201,7 @@ class DisTorchUNETLoader(core_nodes.UNETLoader):
     CATEGORY = CATEGORY
     FUNCTION = "load_distorch"
     DESCRIPTION = ("Load a diffusion model (UNet / DiT) like the core 'Load Diffusion Model' node, "
-                   "on the device you choose.")
+                   "on the device you choose; optionally split across devices (virtual_vram_gb / allocation).")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -111,25 +209,34 @@ class DisTorchUNETLoader(core_nodes.UNETLoader):
         inputs["required"]["compute_device"] = device_input(
             "Device that runs this model. 'default' = the device ComfyUI would choose.")
         inputs["required"]["keep_loaded"] = keep_loaded_input()
-        return inputs
+        return add_split_inputs(inputs)
 
     @classmethod
-    def VALIDATE_INPUTS(cls, compute_device):
-        return validate_device_value(compute_device, "compute_device")
+    def VALIDATE_INPUTS(cls, compute_device, virtual_vram_gb=0.0, donor_device="cpu", allocation=""):
+        verdict = validate_device_value(compute_device, "compute_device")
+        if verdict is not True:
+            return verdict
+        return validate_split(compute_device, "unet", virtual_vram_gb, donor_device, allocation)
 
-    def load_distorch(self, unet_name, weight_dtype, compute_device, keep_loaded):
+    def load_distorch(self, unet_name, weight_dtype, compute_device, keep_loaded, virtual_vram_gb=0.0,
+                      donor_device="cpu", allocation=""):
         device = device_utils.resolve_device(compute_device, "compute_device")
+        precheck(request_for(compute_name(device, "unet"), virtual_vram_gb, donor_device, allocation),
+                 "diffusion_models", [unet_name], weight_dtype=weight_dtype)
         with device_override(compute=device):
             (model,) = run_load(lambda: self.load_unet(unet_name, weight_dtype), "diffusion_models",
                                 unet_name, "diffusion model", "unet_name")
         record(model, self.__class__.__name__, "unet", compute_device, keep_loaded, unet_name)
+        model = apply_split_inputs(model, lambda m: m, f"{self.__class__.__name__} '{unet_name}'",
+                                   virtual_vram_gb, donor_device, allocation)
         return (model,)
 
 
 class DisTorchCLIPLoader(core_nodes.CLIPLoader):
     CATEGORY = CATEGORY
     FUNCTION = "load_distorch"
-    DESCRIPTION = "Load a text encoder like the core 'Load CLIP' node, on the device you choose."
+    DESCRIPTION = ("Load a text encoder like the core 'Load CLIP' node, on the device you choose; optionally "
+                   "split across devices (virtual_vram_gb / allocation).")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -138,25 +245,34 @@ class DisTorchCLIPLoader(core_nodes.CLIPLoader):
         inputs["required"]["compute_device"] = device_input(
             "Device that runs this text encoder. 'default' = the device ComfyUI would choose.")
         inputs["required"]["keep_loaded"] = keep_loaded_input()
-        return inputs
+        return add_split_inputs(inputs)
 
     @classmethod
-    def VALIDATE_INPUTS(cls, compute_device):
-        return validate_device_value(compute_device, "compute_device")
+    def VALIDATE_INPUTS(cls, compute_device, virtual_vram_gb=0.0, donor_device="cpu", allocation=""):
+        verdict = validate_device_value(compute_device, "compute_device")
+        if verdict is not True:
+            return verdict
+        return validate_split(compute_device, "clip", virtual_vram_gb, donor_device, allocation)
 
-    def load_distorch(self, clip_name, type, compute_device, keep_loaded):
+    def load_distorch(self, clip_name, type, compute_device, keep_loaded, virtual_vram_gb=0.0,
+                      donor_device="cpu", allocation=""):
         device = device_utils.resolve_device(compute_device, "compute_device")
+        precheck(request_for(compute_name(device, "clip"), virtual_vram_gb, donor_device, allocation),
+                 "text_encoders", [clip_name])
         with device_override(text_encoder=device):
             (clip,) = run_load(lambda: self.load_clip(clip_name, type), "text_encoders",
                                clip_name, "text encoder", "clip_name")
         record(clip.patcher, self.__class__.__name__, "clip", compute_device, keep_loaded, clip_name)
+        clip = apply_split_inputs(clip, lambda c: c.patcher, f"{self.__class__.__name__} '{clip_name}'",
+                                  virtual_vram_gb, donor_device, allocation)
         return (clip,)
 
 
 class DisTorchDualCLIPLoader(core_nodes.DualCLIPLoader):
     CATEGORY = CATEGORY
     FUNCTION = "load_distorch"
-    DESCRIPTION = "Load two text encoders like the core 'DualCLIPLoader' node, on the device you choose."
+    DESCRIPTION = ("Load two text encoders like the core 'DualCLIPLoader' node, on the device you choose; "
+                   "optionally split across devices (virtual_vram_gb / allocation).")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -164,19 +280,28 @@ class DisTorchDualCLIPLoader(core_nodes.DualCLIPLoader):
         inputs["required"]["compute_device"] = device_input(
             "Device that runs these text encoders. 'default' = the device ComfyUI would choose.")
         inputs["required"]["keep_loaded"] = keep_loaded_input()
-        return inputs
+        return add_split_inputs(inputs)
 
     @classmethod
-    def VALIDATE_INPUTS(cls, compute_device):
-        return validate_device_value(compute_device, "compute_device")
+    def VALIDATE_INPUTS(cls, compute_device, virtual_vram_gb=0.0, donor_device="cpu", allocation=""):
+        verdict = validate_device_value(compute_device, "compute_device")
+        if verdict is not True:
+            return verdict
+        return validate_split(compute_device, "clip", virtual_vram_gb, donor_device, allocation)
 
-    def load_distorch(self, clip_name1, clip_name2, type, compute_device, keep_loaded):
+    def load_distorch(self, clip_name1, clip_name2, type, compute_device, keep_loaded, virtual_vram_gb=0.0,
+                      donor_device="cpu", allocation=""):
         device = device_utils.resolve_device(compute_device, "compute_device")
+        precheck(request_for(compute_name(device, "clip"), virtual_vram_gb, donor_device, allocation),
+                 "text_encoders", [clip_name1, clip_name2])
         with device_override(text_encoder=device):
             (clip,) = run_load(lambda: self.load_clip(clip_name1, clip_name2, type), "text_encoders",
                                clip_name1, "text encoder", "clip_name1")
         record(clip.patcher, self.__class__.__name__, "clip", compute_device, keep_loaded,
                f"{clip_name1} + {clip_name2}")
+        clip = apply_split_inputs(clip, lambda c: c.patcher,
+                                  f"{self.__class__.__name__} '{clip_name1} + {clip_name2}'",
+                                  virtual_vram_gb, donor_device, allocation)
         return (clip,)
 
 
@@ -209,7 +334,8 @@ class DisTorchCheckpointLoader(core_nodes.CheckpointLoaderSimple):
     CATEGORY = CATEGORY
     FUNCTION = "load_distorch"
     DESCRIPTION = ("Load a checkpoint like the core 'Load Checkpoint' node, choosing a device for "
-                   "each part: diffusion model, text encoder, VAE.")
+                   "each part: diffusion model, text encoder, VAE; the diffusion model can be split across "
+                   "devices (virtual_vram_gb / allocation).")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -221,18 +347,24 @@ class DisTorchCheckpointLoader(core_nodes.CheckpointLoaderSimple):
         inputs["required"]["vae_device"] = device_input(
             "Device that runs the VAE. 'default' = the device ComfyUI would choose for it.")
         inputs["required"]["keep_loaded"] = keep_loaded_input()
+        inputs = add_split_inputs(inputs)
+        for name in ("virtual_vram_gb", "allocation"):  # the split applies to the diffusion model
+            options = inputs["optional"][name][1]
+            options["tooltip"] = "Diffusion model only. " + options["tooltip"]
         return inputs
 
     @classmethod
-    def VALIDATE_INPUTS(cls, compute_device, clip_device, vae_device):
+    def VALIDATE_INPUTS(cls, compute_device, clip_device, vae_device, virtual_vram_gb=0.0, donor_device="cpu",
+                        allocation=""):
         for value, name in ((compute_device, "compute_device"), (clip_device, "clip_device"),
                             (vae_device, "vae_device")):
             verdict = validate_device_value(value, name)
             if verdict is not True:
                 return verdict
-        return True
+        return validate_split(compute_device, "unet", virtual_vram_gb, donor_device, allocation)
 
-    def load_distorch(self, ckpt_name, compute_device, clip_device, vae_device, keep_loaded):
+    def load_distorch(self, ckpt_name, compute_device, clip_device, vae_device, keep_loaded, virtual_vram_gb=0.0,
+                      donor_device="cpu", allocation=""):
         import comfy.model_management as mm
 
         unet = device_utils.resolve_device(compute_device, "compute_device")
@@ -243,11 +375,15 @@ class DisTorchCheckpointLoader(core_nodes.CheckpointLoaderSimple):
         if unet is not None:
             clip = clip if clip is not None else mm.text_encoder_device()
             vae = vae if vae is not None else mm.vae_device()
+        precheck(request_for(compute_name(unet, "unet"), virtual_vram_gb, donor_device, allocation),
+                 "checkpoints", [ckpt_name], prefix="model.diffusion_model.")
         with device_override(compute=unet, text_encoder=clip, vae=vae):
             model, clip_model, vae_model = run_load(lambda: self.load_checkpoint(ckpt_name), "checkpoints",
                                                     ckpt_name, "checkpoint", "ckpt_name")
         name = self.__class__.__name__
         record(model, name, "unet", compute_device, keep_loaded, ckpt_name)
+        model = apply_split_inputs(model, lambda m: m, f"{name} '{ckpt_name}'", virtual_vram_gb, donor_device,
+                                   allocation)
         if clip_model is not None:
             record(clip_model.patcher, name, "clip", clip_device, keep_loaded, ckpt_name)
         if vae_model is not None and getattr(vae_model, "patcher", None) is not None:

@@ -1,0 +1,97 @@
+"""The planner's input: a model's placeable modules (name, bytes, kind), from a loaded model or
+from a safetensors header (no weights read).
+
+A placeable module is a module holding parameters of its own and none in its children: the unit
+ComfyUI loads or offloads as a whole. Kinds: ``embedding`` and ``norm`` stay with the compute
+device (see planner.py); ``fixed`` is a module the host cannot cast per forward (no
+``comfy_cast_weights``), so it must stay there too; everything else is a ``layer``.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from .planner import ModuleInfo
+
+# Header dtypes (safetensors names) -> bytes per element.
+DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2,
+               "U16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "BOOL": 1}
+_NORM = re.compile(r"(^|[._])(norm\d*|ln_\w+|layer_norm\d*|final_layer_norm|.*_norm)$", re.I)
+_EMBED = re.compile(r"(embed|embedding|wte|wpe)", re.I)
+
+
+def kind_of_module(module) -> str:
+    name = type(module).__name__
+    if "Embedding" in name:
+        return "embedding"
+    if "Norm" in name:
+        return "norm"
+    if not hasattr(module, "comfy_cast_weights"):
+        return "fixed"
+    return "layer"
+
+
+def module_bytes(module) -> int:
+    """Bytes of a module's own state (parameters and buffers), as the host counts them."""
+    return sum(t.nelement() * t.element_size() for t in module.state_dict().values())
+
+
+def placeable_modules(model) -> list[tuple[str, object]]:
+    """(name, module) for each module with parameters of its own and none in its children,
+    in model order."""
+    found = []
+    for name, module in model.named_modules():
+        own = list(module.parameters(recurse=False))
+        if not own:
+            continue
+        if sum(1 for _ in module.parameters(recurse=True)) != len(own):
+            continue  # parameters in children too: not a unit the host moves as a whole
+        found.append((name, module))
+    return found
+
+
+def modules_of(model) -> list[ModuleInfo]:
+    """The planner's module list for a loaded torch model."""
+    return [ModuleInfo(name, module_bytes(module), kind_of_module(module))
+            for name, module in placeable_modules(model)]
+
+
+def kind_from_name(module_name: str) -> str:
+    last = module_name.rsplit(".", 1)[-1]
+    if _EMBED.search(last):
+        return "embedding"
+    if _NORM.search(last) or "norm" in last.lower():
+        return "norm"
+    return "layer"
+
+
+def modules_from_tensors(tensors: Iterable[tuple[str, str, tuple[int, ...]]], prefix: str = "",
+                         bytes_per_element: int | None = None) -> list[ModuleInfo]:
+    """Group (tensor name, dtype, shape) by module (the name without its last part), in file
+    order. Only names under ``prefix`` count (and lose it). ``bytes_per_element`` overrides the
+    file's dtype (the dtype the weights will be stored in, when known)."""
+    sizes: dict[str, int] = {}
+    for key, dtype, shape in tensors:
+        if not key.startswith(prefix):
+            continue
+        key = key[len(prefix):]
+        module = key.rsplit(".", 1)[0] if "." in key else key
+        count = 1
+        for extent in shape:
+            count *= int(extent)
+        width = bytes_per_element or DTYPE_BYTES.get(str(dtype).upper(), 4)
+        sizes[module] = sizes.get(module, 0) + count * width
+    return [ModuleInfo(name, size, kind_from_name(name)) for name, size in sizes.items()]
+
+
+def header_tensors(path: str) -> list[tuple[str, str, tuple[int, ...]]]:
+    """(name, dtype, shape) of every tensor in a safetensors file, from its header only
+    (``safe_open`` slices: no tensor data is read)."""
+    from safetensors import safe_open
+
+    found = []
+    with safe_open(path, framework="pt") as handle:
+        for key in handle.keys():
+            piece = handle.get_slice(key)
+            found.append((key, piece.get_dtype(), tuple(piece.get_shape())))
+    return found

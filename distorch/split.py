@@ -1,0 +1,114 @@
+"""What the user asked for, as device budgets: the node inputs -> a ``SplitRequest`` ->
+budgets (bytes per device) for the planner. Pure: free memory and the host's reserve are passed in.
+
+The simple inputs ``virtual_vram_gb`` + ``donor_device`` mean ``<compute>,*;<donor>,<V>gb``; the
+expert ``allocation`` string, when not empty, overrides them. A donor that is the compute device
+itself is allowed (it is the only split a CPU-only machine can run): its modules stay on that
+device but run through the same per-forward cast as a real donor's, under the slot name
+``"<device> (donor)"``; it saves no memory.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .allocation import Allocation, AllocationError, Share, parse_allocation
+from .devices import DeviceNameError, canonical_device
+
+DONOR_SUFFIX = " (donor)"
+GIB = 1024 ** 3
+
+
+def donor_slot(device: str, compute: str) -> str:
+    """Planner name for a donor: the device, or '<device> (donor)' when it is the compute device."""
+    return device + DONOR_SUFFIX if device == compute else device
+
+
+def slot_device(slot: str) -> str:
+    """The device a planner slot lives on."""
+    return slot[: -len(DONOR_SUFFIX)] if slot.endswith(DONOR_SUFFIX) else slot
+
+
+@dataclass(frozen=True)
+class SplitRequest:
+    compute: str              # canonical compute device name ("cpu", "cuda:0")
+    allocation: Allocation
+    donor: str | None         # planner slot of the donor for the fraction form
+    input_name: str           # the input(s) the request came from, for error messages
+    text: str = ""            # the allocation as the user wrote it (expert form)
+
+    def describe(self) -> str:
+        if self.text:
+            return self.text
+        if self.allocation.form == "fraction":
+            return f"{self.allocation.fraction:g} on {self.compute}, rest on {slot_device(self.donor)}"
+        return ";".join(f"{slot_device(s.device)},{_amount(s)}" for s in self.allocation.shares)
+
+    def budgets(self, model_bytes: int, compute_room: int | None = None, floor: tuple[int, int] = (0, 0)) -> dict[str, int]:
+        """Bytes each planner slot may hold. When the compute device takes "the rest" ('*'), it
+        gets the rest (at least what must stay there, ``floor[0]``) plus twice the largest
+        movable layer (``floor[1]``): once as room to run an offloaded layer, once because layers
+        are whole (the compute device's run of layers may stop up to one layer short of its
+        budget). The donors then hold at most what the user gave them, within two layers.
+        ``compute_room`` (free memory on the compute device minus the host's reserve) caps the
+        compute device's budget unless the user gave it an explicit byte size."""
+        budgets = self.allocation.budgets(model_bytes, self.compute, self.donor)
+        if self.allocation.form == "fraction" or not any(s.kind in ("rest", "bytes") for s in self.allocation.shares):
+            # Shares of the model: layers are whole and the compute device keeps room for one
+            # offloaded layer inside its share, so the last donor takes whatever remains.
+            donors = [slot for slot in budgets if slot != self.compute]
+            if donors:
+                budgets[donors[-1]] = model_bytes
+        if any(s.device == self.compute and s.kind == "rest" for s in self.allocation.shares):
+            budgets[self.compute] = max(budgets[self.compute], floor[0]) + 2 * floor[1]
+        explicit = any(s.device == self.compute and s.kind == "bytes" for s in self.allocation.shares)
+        if compute_room is not None and not explicit:
+            budgets[self.compute] = max(0, min(budgets[self.compute], int(compute_room)))
+        return budgets
+
+
+def _amount(share: Share) -> str:
+    if share.kind == "rest":
+        return "*"
+    if share.kind == "percent":
+        return f"{share.amount:g}%"
+    return f"{share.amount / GIB:.3g}gb"
+
+
+def split_request(compute: str, available: list[str], virtual_vram_gb: float = 0.0,
+                  donor_device: str = "cpu", allocation: str | None = "") -> SplitRequest | None:
+    """The node inputs as one request, or None for "no split". Raises AllocationError (a
+    ValueError) whose message names the input, the bad value and what is allowed."""
+    text = "" if allocation is None else str(allocation)
+    if text.strip():
+        parsed = parse_allocation(text, available, "allocation")
+        if parsed is None:
+            return None
+        if parsed.form == "fraction":
+            donor = _donor(donor_device, available, compute)
+            return SplitRequest(compute, parsed, donor, "allocation", text.strip())
+        if not any(s.device == compute for s in parsed.shares):
+            raise AllocationError(
+                f"allocation: '{text}' gives the compute device {compute} no share. Add it, e.g. "
+                f"'{compute},*;{parsed.shares[0].device},{_amount(parsed.shares[0])}', or change compute_device.")
+        return SplitRequest(compute, parsed, None, "allocation", text.strip())
+    try:
+        gib = float(virtual_vram_gb or 0.0)
+    except (TypeError, ValueError):
+        raise AllocationError(f"virtual_vram_gb: '{virtual_vram_gb}' is not a number; use GiB, e.g. 4.0 "
+                              "(0 = no split)") from None
+    if gib != gib or gib < 0 or gib == float("inf"):
+        raise AllocationError(f"virtual_vram_gb: {virtual_vram_gb} is not allowed; use 0 (no split) or a "
+                              "positive size in GiB, e.g. 4.0")
+    if gib == 0:
+        return None
+    donor = _donor(donor_device, available, compute)
+    shares = (Share(compute, "rest", 0.0), Share(donor, "bytes", float(int(gib * GIB))))
+    return SplitRequest(compute, Allocation("bytes", shares), None, "virtual_vram_gb/donor_device")
+
+
+def _donor(donor_device: str, available: list[str], compute: str) -> str:
+    try:
+        device = canonical_device(donor_device, available, "donor_device")
+    except DeviceNameError as exc:
+        raise AllocationError(str(exc)) from None
+    return donor_slot(device, compute)

@@ -1,0 +1,92 @@
+"""GET /distorch/plan: the placement a loader would make for a model file and an allocation,
+from the file's header only (no weights are loaded).
+
+Query: file (required, as the loader lists it), folder (diffusion_models | checkpoints |
+text_encoders; default diffusion_models), compute_device (default 'default'), virtual_vram_gb,
+donor_device, allocation, weight_dtype (as the loader's inputs). 400 with a message on bad input.
+"""
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from .http import BadRequest, error_response
+
+log = logging.getLogger("distorch.routes.placement")
+
+# folder -> tensor-name prefix of the part that is split
+FOLDERS = {"diffusion_models": "", "unet": "", "checkpoints": "model.diffusion_model.", "text_encoders": "",
+           "clip": ""}
+
+
+def plan_response(query) -> dict:
+    import folder_paths
+
+    from .. import device_utils
+    from ..distorch.modules import header_tensors, modules_from_tensors
+    from ..distorch.planner import Plan
+    from ..distorch.split import split_request, slot_device
+    from ..distorch.split_model import WEIGHT_DTYPE_BYTES, compute_room, plan_for, tiny_bytes
+
+    name = query.get("file", "").strip()
+    if not name:
+        raise BadRequest("'file' is required: a model file name as the loader lists it, e.g. "
+                         "?file=model.safetensors&folder=diffusion_models")
+    folder = query.get("folder", "diffusion_models")
+    if folder not in FOLDERS:
+        raise BadRequest(f"folder: '{folder}' is not one of {', '.join(FOLDERS)}")
+    path = folder_paths.get_full_path(folder, name)
+    if path is None:
+        raise BadRequest(f"file: '{name}' is not in models/{folder}; GET /models/{folder} lists the files there")
+    if not path.endswith((".safetensors", ".sft")):
+        raise BadRequest(f"file: '{name}' is not a safetensors file; plans are read from safetensors headers")
+    try:
+        device = device_utils.resolve_device(query.get("compute_device", "default"), "compute_device")
+        if device is None:
+            import comfy.model_management as mm
+
+            device = mm.text_encoder_device() if folder in ("text_encoders", "clip") else mm.get_torch_device()
+        compute = str(device)
+        request = split_request(compute, device_utils.available_devices(), query.get("virtual_vram_gb", "0"),
+                                query.get("donor_device", "cpu"), query.get("allocation", ""))
+        weight_dtype = query.get("weight_dtype", "default")
+        modules = modules_from_tensors(header_tensors(path), FOLDERS[folder], WEIGHT_DTYPE_BYTES.get(weight_dtype))
+        if not modules:
+            raise ValueError(f"file: '{name}' holds no tensors under '{FOLDERS[folder]}'")
+        if request is None:
+            plan = Plan(compute, {m.name: compute for m in modules}, {compute: sum(m.bytes for m in modules)})
+            described, budgets = "", {compute: plan.device_bytes[compute]}
+        else:
+            plan = plan_for(modules, request, compute_room(compute))
+            described = request.describe()
+            from ..distorch.planner import compute_floor
+
+            budgets = request.budgets(sum(m.bytes for m in modules), compute_room(compute),
+                                      compute_floor(modules, tiny_bytes()))
+    except ValueError as exc:  # device names, allocation grammar, plan errors, unreadable header
+        raise BadRequest(str(exc)) from None
+    total = sum(m.bytes for m in modules) or 1
+    sizes = {m.name: m for m in modules}
+    return {
+        "file": name, "folder": folder, "compute_device": compute, "allocation": described,
+        "model_bytes": total,
+        "bytes_note": "sizes at the file's dtype (or weight_dtype); ComfyUI may store weights wider on some devices",
+        "budgets": budgets,
+        "devices": [{"slot": slot, "device": slot_device(slot), "bytes": held,
+                     "modules": len(plan.modules_on(slot)), "share": held / total}
+                    for slot, held in plan.device_bytes.items()],
+        "reserve_bytes": plan.reserve_bytes,
+        "modules": [{"name": module, "bytes": sizes[module].bytes, "kind": sizes[module].kind,
+                     "device": slot_device(slot), "slot": slot} for module, slot in plan.assignment.items()],
+        "table": plan.table(),
+    }
+
+
+def add_routes(routes: web.RouteTableDef) -> None:
+    @routes.get("/distorch/plan")
+    async def distorch_plan(request: web.Request) -> web.Response:
+        try:
+            return web.json_response(plan_response(request.query))
+        except BadRequest as exc:
+            return error_response(400, str(exc))

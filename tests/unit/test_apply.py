@@ -1,0 +1,230 @@
+"""A split applied through the real comfy.model_patcher / comfy.model_management (in-process):
+outputs, patches, the host's accounting and eviction."""
+import gc
+import sys
+import types
+import weakref
+
+import pytest
+import torch
+
+import hostenv
+
+MiB = 2**20
+
+
+@pytest.fixture(scope="module")
+def comfy_host():
+    comfyui = hostenv.comfyui_dir()
+    if not (comfyui / "main.py").exists():
+        pytest.fail(f"no ComfyUI at {comfyui}: run tools/bootstrap.py or set COMFYUI_PATH")
+    sys.path.insert(0, str(comfyui))
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True
+    import comfy.model_management
+    import comfy.model_patcher
+    import comfy.ops
+
+    return types.SimpleNamespace(mm=comfy.model_management, mp=comfy.model_patcher, ops=comfy.ops)
+
+
+@pytest.fixture(autouse=True)
+def nothing_loaded_after(comfy_host):
+    yield
+    comfy_host.mm.unload_all_models()
+    comfy_host.mm.current_loaded_models.clear()
+
+
+def tiny_model(comfy_host, seed=0):
+    """Embedding + norm + six 1.5 MiB layers, built from the host's own ops."""
+    ops = comfy_host.ops.disable_weight_init
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = ops.Embedding(16, 64)
+            self.norm = ops.LayerNorm(64)
+            self.inp = ops.Linear(64, 640)
+            self.blocks = torch.nn.ModuleList([ops.Linear(640, 640) for _ in range(6)])
+            self.out = ops.Linear(640, 8)
+
+        def forward(self, tokens):
+            x = self.inp(self.norm(self.embed(tokens)))
+            for block in self.blocks:
+                x = torch.nn.functional.gelu(block(x))
+            return self.out(x)
+
+    model = Tiny()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) / parameter.shape[-1] ** 0.5)
+    return model
+
+
+def patcher_of(comfy_host, model):
+    cpu = torch.device("cpu")
+    return comfy_host.mp.ModelPatcher(model, load_device=cpu, offload_device=cpu)
+
+
+def split(comfy_host, patcher, virtual_gib=0.006):
+    from distorch.split import split_request
+    from distorch.split_model import split_loaded_model
+
+    request = split_request("cpu", ["cpu"], virtual_gib, "cpu", "")
+    return split_loaded_model(patcher, request, "test")
+
+
+TOKENS = torch.arange(12).reshape(2, 6) % 16
+
+
+def run(comfy_host, patcher):
+    comfy_host.mm.load_models_gpu([patcher])
+    with torch.no_grad():
+        return patcher.model(TOKENS)
+
+
+def test_modules_of_a_real_model_lists_host_units_with_kinds(comfy_host):
+    from distorch.modules import modules_of
+
+    modules = {m.name: m for m in modules_of(tiny_model(comfy_host))}
+    assert list(modules)[:3] == ["embed", "norm", "inp"]
+    assert modules["embed"].kind == "embedding" and modules["norm"].kind == "norm"
+    assert modules["blocks.0"].kind == "layer" and modules["blocks.0"].bytes == (640 * 640 + 640) * 4
+    plain = torch.nn.Sequential(torch.nn.Linear(4, 4))  # not a host op: cannot be cast per forward
+    assert modules_of(plain)[0].kind == "fixed"
+
+
+def test_split_runs_offloaded_layers_through_the_host_cast_and_matches(comfy_host):
+    from distorch.apply import PLACED_MARK, DisTorchModelPatcher
+
+    expected = run(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host)))
+    patcher = patcher_of(comfy_host, tiny_model(comfy_host))
+    plan = split(comfy_host, patcher)
+    offloaded = plan.modules_on("cpu (donor)")
+    assert isinstance(patcher, DisTorchModelPatcher) and len(offloaded) >= 3
+    assert "embed" in plan.modules_on("cpu") and "norm" in plan.modules_on("cpu")
+    assert torch.equal(run(comfy_host, patcher), expected)
+    modules = dict(patcher.model.named_modules())
+    assert all(modules[name].comfy_cast_weights and getattr(modules[name], PLACED_MARK) for name in offloaded)
+    assert not modules["blocks.0"].comfy_cast_weights or "blocks.0" in offloaded
+    # The host counts only what the plan keeps on the compute device.
+    assert patcher.loaded_size() == plan.device_bytes["cpu"] < patcher.model_size()
+    (loaded,) = [m for m in comfy_host.mm.current_loaded_models if m.model is patcher]
+    assert loaded.model_offloaded_memory() == plan.device_bytes["cpu (donor)"]
+    # A second run reuses the placement and gives the same result.
+    assert torch.equal(run(comfy_host, patcher), expected)
+
+
+def test_patches_on_offloaded_layers_match_the_single_device_run_and_follow_strength(comfy_host):
+    def with_patch(patcher, strength):
+        clone = patcher.clone()
+        diff = torch.full((640, 640), 0.01)
+        clone.add_patches({key: ("diff", (diff,)) for key in ("blocks.4.weight", "blocks.5.weight")}, strength)
+        return clone
+
+    base = patcher_of(comfy_host, tiny_model(comfy_host))
+    unpatched = run(comfy_host, base)
+    full = run(comfy_host, with_patch(base, 1.0))
+    comfy_host.mm.unload_all_models()
+    comfy_host.mm.current_loaded_models.clear()
+
+    patcher = patcher_of(comfy_host, tiny_model(comfy_host))
+    plan = split(comfy_host, patcher)
+    assert {"blocks.4", "blocks.5"} <= set(plan.modules_on("cpu (donor)"))
+    ours = run(comfy_host, with_patch(patcher, 1.0))
+    assert torch.equal(ours, full)
+    assert not torch.equal(ours, unpatched)
+    # A new strength re-patches from the kept originals (never patches a patched weight twice).
+    half = run(comfy_host, with_patch(patcher, 0.5))
+    again = run(comfy_host, with_patch(patcher, 1.0))
+    assert not torch.equal(half, ours) and torch.equal(again, full)
+    assert torch.equal(run(comfy_host, patcher), unpatched)
+
+
+def test_three_split_models_are_evicted_and_freed_like_core_models(comfy_host):
+    from distorch.apply import PLACED_MARK
+
+    mm = comfy_host.mm
+    patchers = [patcher_of(comfy_host, tiny_model(comfy_host, seed)) for seed in range(3)]
+    for patcher in patchers:
+        split(comfy_host, patcher)
+        run(comfy_host, patcher)
+    assert len(mm.current_loaded_models) == 3
+    assert all(0 < p.loaded_size() < p.model_size() for p in patchers)
+    unloaded = mm.free_memory(1e30, torch.device("cpu"))  # what unload_all_models does on this host
+    assert len(unloaded) == 3 and mm.current_loaded_models == []
+    for patcher in patchers:
+        assert patcher.loaded_size() == 0
+        for module in patcher.model.modules():
+            assert not getattr(module, "comfy_cast_weights", False)
+            assert not hasattr(module, PLACED_MARK)
+    # Nothing of the pack keeps a model alive once the workflow drops it.
+    models = [weakref.ref(p.model) for p in patchers]
+    del patchers, unloaded, patcher, module
+    gc.collect()
+    assert [ref() for ref in models] == [None, None, None]
+
+
+def test_partial_unload_by_the_host_only_touches_compute_modules(comfy_host):
+    patcher = patcher_of(comfy_host, tiny_model(comfy_host))
+    plan = split(comfy_host, patcher)
+    expected = run(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host)))
+    run(comfy_host, patcher)
+    before = patcher.loaded_size()
+    freed = patcher.partially_unload(torch.device("cpu"), 2 * MiB)
+    assert 0 < freed <= before and patcher.loaded_size() == before - freed
+    assert patcher.loaded_size() >= 0
+    assert torch.equal(run(comfy_host, patcher), expected)
+    assert set(plan.modules_on("cpu (donor)")).isdisjoint(n for _, _, n, *_ in patcher._load_list())
+
+
+def test_dynamic_vram_is_detected_and_refused_with_one_clear_message(comfy_host, monkeypatch, caplog):
+    from distorch import dynamic_vram
+    from distorch.apply import SplitUnsupported, apply_split
+
+    mp = comfy_host.mp
+    assert not dynamic_vram.host_uses_dynamic_vram(mp)  # 0.3.75 has no DynamicVRAM
+
+    class ModelPatcherDynamic(mp.ModelPatcher):
+        pass
+
+    newer = types.SimpleNamespace(ModelPatcher=mp.ModelPatcher, ModelPatcherDynamic=ModelPatcherDynamic,
+                                  CoreModelPatcher=ModelPatcherDynamic)
+    assert dynamic_vram.host_uses_dynamic_vram(newer)
+    newer.CoreModelPatcher = mp.ModelPatcher  # --disable-dynamic-vram
+    assert not dynamic_vram.host_uses_dynamic_vram(newer)
+
+    monkeypatch.setattr(mp, "ModelPatcherDynamic", ModelPatcherDynamic, raising=False)
+    monkeypatch.setattr(mp, "CoreModelPatcher", ModelPatcherDynamic, raising=False)
+    monkeypatch.setattr(dynamic_vram, "_reported", set())
+    cpu = torch.device("cpu")
+    dynamic = ModelPatcherDynamic(tiny_model(comfy_host), load_device=cpu, offload_device=cpu)
+    with caplog.at_level("WARNING", logger="distorch"):
+        for _ in range(2):
+            with pytest.raises(SplitUnsupported, match="--disable-dynamic-vram"):
+                split(comfy_host, dynamic)
+    assert type(dynamic) is ModelPatcherDynamic and "distorch.split" not in dynamic.attachments
+    assert len([r for r in caplog.records if "DynamicVRAM" in r.getMessage()]) == 1
+
+    class OtherPatcher(mp.ModelPatcher):
+        pass
+
+    with pytest.raises(SplitUnsupported, match="OtherPatcher"):
+        apply_split(OtherPatcher(tiny_model(comfy_host), load_device=cpu, offload_device=cpu), None)
+
+
+def test_tiny_module_threshold_can_be_tuned_by_environment(comfy_host, monkeypatch, caplog):
+    from distorch.split_model import tiny_bytes
+
+    monkeypatch.delenv("DISTORCH_TINY_BYTES", raising=False)
+    assert tiny_bytes() == MiB
+    assert split(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host))).modules_on("cpu (donor)")
+    monkeypatch.setenv("DISTORCH_TINY_BYTES", str(10 * MiB))  # every layer counts as tiny: nothing moves
+    assert tiny_bytes() == 10 * MiB
+    assert split(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host))).modules_on("cpu (donor)") == []
+    monkeypatch.setenv("DISTORCH_TINY_BYTES", "lots")
+    with caplog.at_level("WARNING", logger="distorch"):
+        assert tiny_bytes() == MiB
+    assert "DISTORCH_TINY_BYTES='lots'" in caplog.text
