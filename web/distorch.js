@@ -1,12 +1,10 @@
 // comfyui-distorch web extension: registration only. The "DisTorch memory" sidebar tab, the
 // settings that control it, and the additions to DisTorch nodes (see node_widgets.js).
-import { api } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
 import { fetchMemory, onMemory, subscribeMemoryEvents } from "./memory_store.js";
 import { freeEverything, unloadFlagged } from "./memory_actions.js";
 import { buildPanel, renderMemory } from "./memory_panel.js";
-import { LOADER_CLASSES, attachAllocationPreview, labelDeviceWidgets, redrawGraph,
-  refreshModeDropdowns } from "./node_widgets.js";
+import { LOADER_CLASSES, attachAllocationPreview, labelDeviceWidgets, redrawGraph } from "./node_widgets.js";
 import { throttle } from "./throttle.js";
 
 const TAB_ID = "distorch-memory";
@@ -88,9 +86,6 @@ app.registerExtension({
     subscribeMemoryEvents();
     showTab(setting(SETTING_ENABLED, true) !== false);
     onMemory(throttle(redrawGraph, () => setting(SETTING_CAP, DEFAULT_CAP_MS)));
-    api.addEventListener("distorch.modes", (event) => {
-      refreshModeDropdowns(event.detail).catch((error) => console.warn("DisTorch: mode list not refreshed:", error));
-    });
     fetchMemory().catch((error) => console.warn("DisTorch: GET /internal/memory failed:", error));
   },
   nodeCreated(node) {

@@ -3,8 +3,8 @@
 //   stays the plain device name);
 // - an `allocation` input gets a live preview of the split from GET /distorch/plan, or the
 //   parser's error, drawn under the node (only on nodes that have the input, and only while the
-//   route answers);
-// - the `mode` dropdown of DisTorchModeSwitch follows `distorch.modes` events.
+//   route answers).
+// (The mode dropdown of DisTorchModeSwitch follows `distorch.modes` in the modes extension.)
 import { api } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
 import { currentMemory } from "./memory_store.js";
@@ -19,7 +19,6 @@ const FILE_WIDGETS = { unet_name: "diffusion_models", clip_name: "text_encoders"
   ckpt_name: "checkpoints" };
 const PLAN_INPUTS = ["compute_device", "virtual_vram_gb", "donor_device", "allocation", "weight_dtype"];
 const PREVIEW_DELAY_MS = 400;
-const MODE_SWITCH = "DisTorchModeSwitch";
 
 let planRouteMissing = false;
 
@@ -149,26 +148,4 @@ export function attachAllocationPreview(node) {
   };
   node.distorchRefreshPreview = () => refreshPreview(node);
   schedule();
-}
-
-// ---- mode dropdown ------------------------------------------------------------------------------
-function modeNames(list) {
-  return (list ?? []).map((m) => (typeof m === "string" ? m : m?.name)).filter(Boolean);
-}
-
-export async function refreshModeDropdowns(detail) {
-  const nodes = (app.graph?._nodes ?? []).filter((n) => n.comfyClass === MODE_SWITCH);
-  if (!nodes.length) return;
-  let names = Array.isArray(detail?.modes) ? modeNames(detail.modes) : null;
-  if (names === null) {
-    const response = await api.fetchApi("/distorch/modes", { cache: "no-store" });
-    if (!response.ok) return;
-    names = modeNames((await response.json()).modes);
-  }
-  for (const node of nodes) {
-    const mode = widget(node, "mode");
-    if (!mode) continue;
-    mode.options.values = names; // a value no longer listed stays: queueing it names the problem
-  }
-  redrawGraph();
 }

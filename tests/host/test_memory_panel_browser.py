@@ -10,7 +10,7 @@ import pytest
 import hostenv
 import workflows
 from comfy_host import ComfyHost
-from ui_browser import Browser, baseline_console_errors, chromium_path, normalized, screenshot
+from ui_browser import Browser, chromium_path, normalized, screenshot
 
 pytestmark = pytest.mark.host
 
@@ -197,7 +197,7 @@ def test_no_plan_requests_without_an_allocation_input(browser):
 
 
 def test_no_console_errors_caused_by_the_pack(browser, comfy_core):
-    baseline = baseline_console_errors(comfy_core.url)
+    baseline = browser.baseline_console_errors(comfy_core.url)
     ours = normalized(browser.console.entries)
     caused = sorted(ours - baseline)
     assert caused == [], caused
