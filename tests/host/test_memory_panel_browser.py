@@ -191,6 +191,27 @@ def test_settings_dialog_lists_the_pack_settings(page):
     dialog.wait_for(state="detached", timeout=10_000)
 
 
+def test_the_open_panel_does_not_poll(browser, page):
+    """Live from the websocket: an idle open panel sends no request for the report."""
+    page.wait_for_selector(f"{PANEL} [data-device]")
+    start = len(browser.requests)
+    time.sleep(4.0)
+    assert [u for u in browser.requests[start:] if "/internal/memory" in u] == []
+
+
+def test_refresh_cap_collapses_bursts_into_one_trailing_redraw(page):
+    calls = page.evaluate("""async () => {
+        const { throttle } = await import("/extensions/comfyui-distorch/throttle.js");
+        const seen = [];
+        const draw = throttle((value) => seen.push(value), () => 300);
+        for (let i = 0; i < 10; i++) draw(i);
+        const early = [...seen];
+        await new Promise((resolve) => setTimeout(resolve, 450));
+        return { early, late: seen };
+    }""")
+    assert calls == {"early": [0], "late": [0, 9]}
+
+
 def test_no_plan_requests_without_an_allocation_input(browser):
     """Split placement is not on this branch's loaders: the preview must stay silent."""
     assert not [url for url in browser.requests if "/distorch/plan" in url]
