@@ -48,7 +48,8 @@ def main() -> int:
         return core_loader.load_unet(unet_name, "default")[0]
 
     def load_ours():
-        return ours_loader.load_distorch(unet_name, "default", "cpu", False)[0]
+        return ours_loader.load_distorch(unet_name=unet_name, weight_dtype="default", compute_device="cpu",
+                                         keep_loaded=False)[0]
 
     load_core(), load_ours()  # warm the page cache and imports
     gc.collect()

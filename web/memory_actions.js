@@ -70,9 +70,12 @@ async function waitForUnloadFlow(previous) {
 export async function unloadFlagged() {
   const before = await fetchMemory();
   const flagged = before.models.filter((m) => m.flagged).map((m) => m.name);
-  const message = flagged.length
-    ? `Unload the models flagged for ejection (keep_loaded off): ${flagged.join(", ")}. Models with keep_loaded on stay loaded.`
-    : "No model is flagged (every DisTorch model has keep_loaded on): the unload will leave them loaded.";
+  let message = `Unload the models flagged for ejection (keep_loaded off): ${flagged.join(", ")}. Models with keep_loaded on stay loaded.`;
+  if (!flagged.length) {
+    message = before.models.some((m) => m.pack_managed)
+      ? "No model is flagged (every DisTorch model has keep_loaded on): nothing will be unloaded."
+      : "No DisTorch model is loaded: this runs ComfyUI's own unload (as ComfyUI-Manager's button does).";
+  }
   if (!(await confirm("Unload flagged models", message))) return null;
   try {
     const answer = await postJson("/free", MANAGER_FREE_BODY);
