@@ -148,22 +148,33 @@ def test_cancelled_confirmation_unloads_nothing(host, page):
 
 
 def test_device_dropdown_shows_free_memory_and_keeps_the_plain_value(host, page):
-    free_mib = page.evaluate("""() => {
+    page.evaluate("""() => {
         const node = LiteGraph.createNode("DisTorchUNETLoader");
+        node.pos = [500, 200];
         app.graph.add(node);
         window.distorchTestNode = node;
-        return true;
+        app.canvas.setDirty(true, true);
     }""")
-    assert free_mib
     widget = "window.distorchTestNode.widgets.find(w => w.name === 'compute_device')"
-    label = page.evaluate(f"() => {widget}.options.getOptionLabel('cpu')")
-    assert re.fullmatch(r"cpu · \d+\.\d GiB free", label), label
     assert page.evaluate(f"() => {widget}.options.getOptionLabel('default')") == "default"
-    page.evaluate(f"() => {{ const w = {widget}; w.value = 'cpu'; w.callback?.('cpu'); }}")
+    page.wait_for_timeout(300)  # one frame, so the widget has its position
+    x, y = page.evaluate(f"""() => {{
+        const node = window.distorchTestNode, w = {widget}, ds = app.canvas.ds;
+        const rect = app.canvas.canvas.getBoundingClientRect();
+        const gx = node.pos[0] + node.size[0] / 2, gy = node.pos[1] + w.y + LiteGraph.NODE_WIDGET_HEIGHT / 2;
+        return [(gx + ds.offset[0]) * ds.scale + rect.left, (gy + ds.offset[1]) * ds.scale + rect.top];
+    }}""")
+    page.mouse.click(x, y)  # opens the combo's menu, as a user does
+    entries = page.locator(".litecontextmenu .litemenu-entry")
+    entries.first.wait_for(timeout=10_000)
+    labels = entries.all_inner_texts()
+    assert "default" in labels and any(re.fullmatch(r"cpu · \d+\.\d GiB free", t) for t in labels), labels
+    screenshot(page, "loader-node-device-menu")
+    page.locator(".litecontextmenu .litemenu-entry", has_text="cpu ·").click()
+    assert page.evaluate(f"() => {widget}.value") == "cpu"
     prompt = page.evaluate("async () => (await app.graphToPrompt()).output")
     (node,) = [n for n in prompt.values() if n["class_type"] == "DisTorchUNETLoader"]
-    assert node["inputs"]["compute_device"] == "cpu"
-    screenshot(page, "loader-node")
+    assert node["inputs"]["compute_device"] == "cpu"  # the stored value is the plain device name
     page.evaluate("() => app.graph.remove(window.distorchTestNode)")
 
 
