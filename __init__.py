@@ -5,7 +5,9 @@ from . import model_management_mgpu, routes
 from .distorch import __version__
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+WEB_DIRECTORY = "./web"  # the memory panel and node additions (JS modules), help pages in web/docs
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
 
 _report = model_management_mgpu.install()
 _routes = routes.register()

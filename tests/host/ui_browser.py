@@ -1,0 +1,120 @@
+"""A real browser for UI tests: Debian's chromium driven by Playwright against a ComfyUI host.
+
+Nothing is downloaded: Playwright drives the system's ``/usr/bin/chromium`` (``DISTORCH_CHROMIUM``
+overrides) with the flags this machine needs. Console errors are collected and compared with what
+the same browser logs against a ComfyUI without the pack (a bare 0.3.75 already logs 404s for
+``/user.css``, ``/api/userdata...``, ``/favicon.ico`` and fails its update check).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+import hostenv
+
+ARTIFACTS = hostenv.REPO_ROOT / "test-artifacts"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ORIGIN = re.compile(r"https?://(127\.0\.0\.1|localhost):\d+")
+
+
+def chromium_path() -> str:
+    """The browser, or a skip naming the package (a failure in CI, where it must run)."""
+    path = os.environ.get("DISTORCH_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if Path(path).exists() and importlib.util.find_spec("playwright") is not None:
+        return path
+    message = ("browser tests need Debian's chromium (`apt-get install chromium`) and the Python "
+               "package playwright (tools/requirements-test.txt); set DISTORCH_CHROMIUM to use another build")
+    if os.environ.get("DISTORCH_REQUIRE_BROWSER") or os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@dataclass
+class ConsoleLog:
+    """Console errors and uncaught page errors, each with the URL it names (if any)."""
+
+    entries: list[tuple[str, str]] = field(default_factory=list)  # (text, url)
+
+    def record_console(self, message) -> None:
+        if message.type == "error":
+            self.entries.append((message.text, (message.location or {}).get("url", "")))
+
+    def record_page_error(self, error) -> None:
+        self.entries.append((f"uncaught: {error}", ""))
+
+
+def normalized(entries) -> set[tuple[str, str]]:
+    """Console entries without the server's origin (each test server has its own port)."""
+    return {(ORIGIN.sub("HOST", text), ORIGIN.sub("HOST", url)) for text, url in entries}
+
+
+class Browser:
+    """One chromium with a fresh profile; ``open(url)`` gives a page with the ComfyUI app loaded."""
+
+    def __init__(self, playwright=None):
+        from playwright.sync_api import sync_playwright
+
+        self._owner = playwright is None
+        self._playwright = sync_playwright().start() if playwright is None else playwright
+        self._profile = tempfile.mkdtemp(prefix="distorch-chromium-")
+        self.context = self._playwright.chromium.launch_persistent_context(
+            self._profile, executable_path=chromium_path(), headless=True, args=CHROMIUM_FLAGS,
+            viewport={"width": 1400, "height": 900})
+        self.console = ConsoleLog()
+        self.requests: list[str] = []
+
+    def open(self, url: str):
+        page = self.context.new_page()
+        page.on("console", self.console.record_console)
+        page.on("pageerror", self.console.record_page_error)
+        page.on("request", lambda request: self.requests.append(request.url))
+        page.goto(url, wait_until="domcontentloaded")
+        page.wait_for_function("() => window.app?.graph && window.app?.extensionManager?.toast", timeout=120_000)
+        close_templates_dialog(page)
+        return page
+
+    def baseline_console_errors(self, url: str, settle: float = 5.0) -> set[tuple[str, str]]:
+        """What a second, fresh browser logs as errors loading ``url`` (a ComfyUI without the pack:
+        its own 404s, its failed update check)."""
+        other = Browser(self._playwright)
+        try:
+            other.open(url)
+            time.sleep(settle)
+            return normalized(other.console.entries)
+        finally:
+            other.close()
+
+    def close(self) -> None:
+        try:
+            self.context.close()
+        finally:
+            if self._owner:
+                self._playwright.stop()
+            shutil.rmtree(self._profile, ignore_errors=True)
+
+
+def close_templates_dialog(page) -> None:
+    """A bare host opens its Templates dialog on first load: close it with its close button."""
+    dialog = page.locator('.p-dialog[aria-labelledby="global-workflow-template-selector"]')
+    try:
+        dialog.wait_for(timeout=15_000)
+    except Exception:
+        return  # not shown (e.g. the profile has seen it)
+    dialog.locator("button:not(.opacity-0)").last.click()
+    dialog.wait_for(state="detached", timeout=10_000)
+
+
+def screenshot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path))
+    return path

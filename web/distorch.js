@@ -1,0 +1,96 @@
+// comfyui-distorch web extension: registration only. The "DisTorch memory" sidebar tab, the
+// settings that control it, and the additions to DisTorch nodes (see node_widgets.js).
+import { app } from "../../scripts/app.js";
+import { fetchMemory, onMemory, subscribeMemoryEvents } from "./memory_store.js";
+import { freeEverything, unloadFlagged } from "./memory_actions.js";
+import { buildPanel, renderMemory } from "./memory_panel.js";
+import { LOADER_CLASSES, attachAllocationPreview, labelDeviceWidgets, redrawGraph } from "./node_widgets.js";
+import { throttle } from "./throttle.js";
+
+const TAB_ID = "distorch-memory";
+const SETTING_ENABLED = "DisTorch.MemoryPanel.Enabled";
+const SETTING_CAP = "DisTorch.MemoryPanel.RefreshCapMs";
+const DEFAULT_CAP_MS = 500;
+
+let ready = false;
+let stopPanel = null;
+
+function setting(id, fallback) {
+  const value = app.extensionManager?.setting?.get(id);
+  return value ?? fallback;
+}
+
+function mountPanel(root) {
+  const body = buildPanel(root, { onUnloadFlagged: unloadFlagged, onFreeEverything: freeEverything });
+  const draw = throttle((report) => renderMemory(body, report), () => setting(SETTING_CAP, DEFAULT_CAP_MS));
+  const stop = onMemory(draw);
+  stopPanel = () => {
+    stop();
+    draw.cancel();
+  };
+  fetchMemory().catch((error) => {
+    body.textContent = `The memory report is not available: ${error.message}`;
+  });
+}
+
+const memoryTab = {
+  id: TAB_ID,
+  icon: "pi pi-server",
+  title: "DisTorch memory",
+  tooltip: "DisTorch memory: devices, loaded models, unload buttons",
+  label: "Memory",
+  type: "custom",
+  render: mountPanel,
+  destroy: () => {
+    stopPanel?.();
+    stopPanel = null;
+  },
+};
+
+function showTab(enabled) {
+  const manager = app.extensionManager;
+  const present = manager.getSidebarTabs?.().some((tab) => tab.id === TAB_ID);
+  if (enabled && !present) manager.registerSidebarTab(memoryTab);
+  if (!enabled && present) {
+    const sidebar = manager.sidebarTab;
+    if (sidebar?.activeSidebarTabId === TAB_ID) sidebar.toggleSidebarTab(TAB_ID); // close it first
+    manager.unregisterSidebarTab(TAB_ID);
+  }
+}
+
+app.registerExtension({
+  name: "comfyui-distorch.memory",
+  settings: [
+    {
+      id: SETTING_ENABLED,
+      category: ["DisTorch", "Memory panel", "Enabled"],
+      name: "Show the DisTorch memory panel in the sidebar",
+      type: "boolean",
+      defaultValue: true,
+      onChange: (value) => {
+        if (ready) showTab(value !== false);
+      },
+    },
+    {
+      id: SETTING_CAP,
+      category: ["DisTorch", "Memory panel", "Refresh cap"],
+      name: "Redraw the memory panel at most every (ms)",
+      tooltip: "The panel redraws when the server pushes a new memory picture (no polling); this caps how often.",
+      type: "number",
+      defaultValue: DEFAULT_CAP_MS,
+      attrs: { min: 0, max: 10000, step: 100 },
+    },
+  ],
+  async setup() {
+    ready = true;
+    subscribeMemoryEvents();
+    showTab(setting(SETTING_ENABLED, true) !== false);
+    onMemory(throttle(redrawGraph, () => setting(SETTING_CAP, DEFAULT_CAP_MS)));
+    fetchMemory().catch((error) => console.warn("DisTorch: GET /internal/memory failed:", error));
+  },
+  nodeCreated(node) {
+    if (!LOADER_CLASSES.has(node.comfyClass)) return;
+    labelDeviceWidgets(node);
+    attachAllocationPreview(node);
+  },
+});

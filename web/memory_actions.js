@@ -1,0 +1,120 @@
+// The panel's two buttons. "Unload flagged models" sends ComfyUI-Manager's own request
+// (POST /free); "Free everything" sends POST /distorch/free {"force": true}. Both ask first and
+// end with a toast saying what was freed.
+import { api } from "../../scripts/api.js";
+import { app } from "../../scripts/app.js";
+import { fetchMemory } from "./memory_store.js";
+import { formatBytes } from "./format.js";
+
+const MANAGER_FREE_BODY = { unload_models: true, free_memory: true };
+const FLOW_TIMEOUT_MS = 60000;
+const REPRESS_MS = 2000; // the host's worker can miss a wake-up: press again, as the README says
+const STEP_MS = 250;
+
+function toast(severity, summary, detail) {
+  app.extensionManager.toast.add({ severity, summary, detail, life: 8000 });
+}
+
+async function confirm(title, message) {
+  const answer = await app.extensionManager.dialog.confirm({ title, message, type: "default" });
+  return answer === true;
+}
+
+async function postJson(path, body) {
+  const response = await api.fetchApi(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  let payload = null;
+  try {
+    payload = await response.json();
+  } catch {
+    payload = null;
+  }
+  return { status: response.status, body: payload };
+}
+
+// Bytes given back per device: used before minus used after (negative changes are not shown).
+export function freedBetween(before, after) {
+  const usedAfter = Object.fromEntries(after.devices.map((d) => [d.device, d.used]));
+  return before.devices
+    .map((d) => [d.device, d.used - (usedAfter[d.device] ?? d.used)])
+    .filter(([, bytes]) => bytes > 0);
+}
+
+function freedText(pairs) {
+  return pairs.length ? pairs.map(([device, bytes]) => `${device} ${formatBytes(bytes)}`).join(", ") : "no measurable memory";
+}
+
+function sameFlow(a, b) {
+  return (a?.at ?? null) === (b?.at ?? null);
+}
+
+async function waitForUnloadFlow(previous) {
+  const started = Date.now();
+  let lastPress = started;
+  while (Date.now() - started < FLOW_TIMEOUT_MS) {
+    await new Promise((resolve) => setTimeout(resolve, STEP_MS));
+    const document = await fetchMemory();
+    const flow = document.last_unload;
+    if (flow && !sameFlow(flow, previous) && flow.completed_at) return document;
+    if ((!flow || sameFlow(flow, previous)) && Date.now() - lastPress > REPRESS_MS) {
+      await postJson("/free", MANAGER_FREE_BODY);
+      lastPress = Date.now();
+    }
+  }
+  throw new Error(`ComfyUI did not run the unload within ${FLOW_TIMEOUT_MS / 1000} s (a prompt may be running)`);
+}
+
+export async function unloadFlagged() {
+  const before = await fetchMemory();
+  const flagged = before.models.filter((m) => m.flagged).map((m) => m.name);
+  let message = `Unload the models flagged for ejection (keep_loaded off): ${flagged.join(", ")}. Models with keep_loaded on stay loaded.`;
+  if (!flagged.length) {
+    message = before.models.some((m) => m.pack_managed)
+      ? "No model is flagged (every DisTorch model has keep_loaded on): nothing will be unloaded."
+      : "No DisTorch model is loaded: this runs ComfyUI's own unload (as ComfyUI-Manager's button does).";
+  }
+  if (!(await confirm("Unload flagged models", message))) return null;
+  try {
+    const answer = await postJson("/free", MANAGER_FREE_BODY);
+    if (answer.status !== 200) throw new Error(`POST /free answered ${answer.status}`);
+    const after = await waitForUnloadFlow(before.last_unload);
+    const flow = after.last_unload;
+    const unloaded = flow.unloaded ?? [];
+    const summary = unloaded.length ? `Unloaded ${unloaded.length} model(s)` : "Nothing unloaded";
+    const kept = flow.kept?.length ? ` Kept: ${flow.kept.join(", ")}.` : "";
+    toast(unloaded.length ? "success" : "info", summary,
+      `${unloaded.join(", ") || "no flagged model"}. Freed ${freedText(freedBetween(before, after))}.${kept}`);
+    return after;
+  } catch (error) {
+    toast("error", "Unload flagged models failed", String(error?.message ?? error));
+    return null;
+  }
+}
+
+export async function freeEverything() {
+  const message = "Unload every model on every device, including those with keep_loaded on, and reset ComfyUI's node cache.";
+  if (!(await confirm("Free everything", message))) return null;
+  try {
+    const answer = await postJson("/distorch/free", { force: true });
+    const body = answer.body ?? {};
+    if (answer.status === 202) {
+      toast("info", "Free everything queued", body.message ?? "it runs when the current prompt finishes");
+    } else if (answer.status !== 200) {
+      throw new Error(body.error ?? `POST /distorch/free answered ${answer.status}`);
+    } else {
+      const unloaded = body.last_unload?.unloaded ?? [];
+      const freed = Object.entries(body.freed ?? {}).filter(([key, bytes]) => key !== "process_rss" && bytes > 0);
+      const rss = body.freed?.process_rss > 0 ? `; ComfyUI's RAM ${formatBytes(body.freed.process_rss)}` : "";
+      toast("success", `Freed everything: ${unloaded.length} model(s) unloaded`,
+        `${unloaded.join(", ") || "nothing was loaded"}. Freed ${freedText(freed)}${rss}.`);
+    }
+    await fetchMemory();
+    return body;
+  } catch (error) {
+    toast("error", "Free everything failed", String(error?.message ?? error));
+    return null;
+  }
+}

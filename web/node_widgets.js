@@ -1,0 +1,151 @@
+// What the extension adds to DisTorch nodes in the graph:
+// - device dropdowns show each device's free memory next to its name (display only: the value
+//   stays the plain device name);
+// - an `allocation` input gets a live preview of the split from GET /distorch/plan, or the
+//   parser's error, drawn under the node (only on nodes that have the input, and only while the
+//   route answers).
+// (The mode dropdown of DisTorchModeSwitch follows `distorch.modes` in the modes extension.)
+import { api } from "../../scripts/api.js";
+import { app } from "../../scripts/app.js";
+import { currentMemory } from "./memory_store.js";
+import { deviceOptionLabel, formatBytes } from "./format.js";
+
+export const LOADER_CLASSES = new Set([
+  "DisTorchUNETLoader", "DisTorchCLIPLoader", "DisTorchDualCLIPLoader", "DisTorchVAELoader",
+  "DisTorchCheckpointLoader", "DisTorchUnetLoaderGGUF", "DisTorchCLIPLoaderGGUF", "DisTorchDualCLIPLoaderGGUF",
+]);
+const DEVICE_WIDGETS = new Set(["compute_device", "clip_device", "vae_device", "donor_device"]);
+const FILE_WIDGETS = { unet_name: "diffusion_models", clip_name: "text_encoders", clip_name1: "text_encoders",
+  ckpt_name: "checkpoints" };
+const PLAN_INPUTS = ["compute_device", "virtual_vram_gb", "donor_device", "allocation", "weight_dtype"];
+const PREVIEW_DELAY_MS = 400;
+
+let planRouteMissing = false;
+
+function widget(node, name) {
+  return node.widgets?.find((w) => w.name === name);
+}
+
+function onWidgetChange(target, handler) {
+  const original = target.callback;
+  target.callback = function (...args) {
+    const result = original?.apply(this, args);
+    handler();
+    return result;
+  };
+}
+
+export function labelDeviceWidgets(node) {
+  for (const target of node.widgets ?? []) {
+    if (!DEVICE_WIDGETS.has(target.name) || target.type !== "combo") continue;
+    target.options.getOptionLabel = (value) => deviceOptionLabel(value, currentMemory());
+  }
+}
+
+export function redrawGraph() {
+  app.graph?.setDirtyCanvas(true, true);
+}
+
+// ---- allocation preview ------------------------------------------------------------------------
+function planQuery(node) {
+  const params = new URLSearchParams();
+  for (const [name, folder] of Object.entries(FILE_WIDGETS)) {
+    const file = widget(node, name);
+    if (file?.value) {
+      params.set("file", String(file.value));
+      params.set("folder", folder);
+      break;
+    }
+  }
+  for (const name of PLAN_INPUTS) {
+    const input = widget(node, name);
+    if (input?.value != null && input.value !== "") params.set(name, String(input.value));
+  }
+  return params;
+}
+
+function wantsPreview(node) {
+  const allocation = String(widget(node, "allocation")?.value ?? "").trim();
+  const virtual = Number(widget(node, "virtual_vram_gb")?.value ?? 0);
+  return allocation !== "" || virtual > 0;
+}
+
+export function describePlan(plan) {
+  return (plan.devices ?? [])
+    .map((d) => `${d.slot ?? d.device} ${Math.round(100 * (d.share ?? 0))}% (${formatBytes(d.bytes)})`)
+    .join(" · ");
+}
+
+async function refreshPreview(node) {
+  if (planRouteMissing || !wantsPreview(node)) {
+    node.distorchPreview = null;
+    redrawGraph();
+    return;
+  }
+  const query = planQuery(node);
+  if (!query.has("file")) return;
+  const asked = query.toString();
+  node.distorchPreviewQuery = asked;
+  let response;
+  try {
+    response = await api.fetchApi(`/distorch/plan?${asked}`, { cache: "no-store" });
+  } catch {
+    return; // server gone: the next change tries again
+  }
+  if (node.distorchPreviewQuery !== asked) return; // a newer request is under way
+  if (response.status === 404 || response.status === 405) {
+    planRouteMissing = true; // this server has no placement preview
+    node.distorchPreview = null;
+  } else {
+    const body = await response.json().catch(() => ({}));
+    node.distorchPreview = response.ok
+      ? { text: `split: ${describePlan(body)}`, error: false }
+      : { text: body.error ?? `GET /distorch/plan answered ${response.status}`, error: true };
+  }
+  redrawGraph();
+}
+
+function drawPreview(node, ctx) {
+  const preview = node.distorchPreview;
+  if (!preview || node.flags?.collapsed) return;
+  ctx.save();
+  ctx.font = "12px sans-serif";
+  ctx.fillStyle = preview.error ? "#ff6b6b" : "#9ad29a";
+  const width = Math.max(120, node.size[0]);
+  const words = preview.text.split(" ");
+  let line = "";
+  let y = node.size[1] + 16;
+  for (const word of words) {
+    const next = line ? `${line} ${word}` : word;
+    if (ctx.measureText(next).width > width && line) {
+      ctx.fillText(line, 0, y);
+      line = word;
+      y += 14;
+    } else {
+      line = next;
+    }
+  }
+  if (line) ctx.fillText(line, 0, y);
+  ctx.restore();
+}
+
+export function attachAllocationPreview(node) {
+  if (!widget(node, "allocation")) return; // placement inputs not on this node (yet)
+  let timer = null;
+  const schedule = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => refreshPreview(node), PREVIEW_DELAY_MS);
+  };
+  for (const name of [...PLAN_INPUTS, ...Object.keys(FILE_WIDGETS)]) {
+    const target = widget(node, name);
+    if (target) onWidgetChange(target, schedule);
+  }
+  const draw = node.onDrawForeground;
+  node.onDrawForeground = function (ctx, ...rest) {
+    const result = draw?.call(this, ctx, ...rest);
+    drawPreview(this, ctx);
+    return result;
+  };
+  node.distorchRefreshPreview = () => refreshPreview(node);
+  schedule();
+}
