@@ -3,12 +3,15 @@ import logging
 
 from . import model_management_mgpu, routes
 from .distorch import __version__
+from .modes import runtime as modes_runtime
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
 
 _report = model_management_mgpu.install()
 _routes = routes.register()
+if _routes:  # inside a running ComfyUI: read modes.yaml now and watch it
+    modes_runtime.start()
 logging.getLogger("distorch").info(
     "comfyui-distorch %s: %d nodes; patched comfy.model_management: %s", __version__,
     len(NODE_CLASS_MAPPINGS), ", ".join(_report.patched) or "nothing")

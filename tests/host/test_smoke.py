@@ -20,5 +20,5 @@ def test_one_startup_line_names_version_and_patches(comfy):
     import distorch
 
     lines = [line for line in comfy.log_text().splitlines() if line.startswith("comfyui-distorch ")]
-    assert lines == [f"comfyui-distorch {distorch.__version__}: 5 nodes; patched comfy.model_management: "
+    assert lines == [f"comfyui-distorch {distorch.__version__}: 6 nodes; patched comfy.model_management: "
                      "get_torch_device, text_encoder_device, vae_device"]
