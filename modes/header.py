@@ -92,8 +92,13 @@ def detect_model(path: str | Path) -> BaseModel:
     state = shape_only_state_dict(header)
     import comfy.model_detection as detection
 
+    # As the host's loaders do: a checkpoint's UNet sits under a prefix; a bare diffusion model
+    # file has its keys at the top (load_diffusion_model_state_dict strips the prefix if present).
     prefix = detection.unet_prefix_from_state_dict(state)
-    kind = "checkpoint" if prefix and any(not k.startswith(prefix) for k in state) else "diffusion_model"
+    under_prefix = sum(1 for key in state if key.startswith(prefix))
+    if under_prefix == 0:
+        prefix = ""
+    kind = "checkpoint" if prefix and under_prefix < len(state) else "diffusion_model"
     try:
         config = detection.model_config_from_unet(state, prefix)
     except Exception as exc:  # the host's detection may touch values on exotic files
