@@ -153,7 +153,8 @@ class ModesService:
                 "Pick one of them, or add it to the file (it reloads on save)")
 
     def activate(self, name: str):
-        """The loaded mode (from the cache, or loaded cold and cached) and whether it was cached."""
+        """(spec in force, loaded models, whether they came from the cache). The models are cached
+        by their files and settings; the defaults (size, steps, guidance) come from ``spec``."""
         from .load import load_mode
 
         spec = self.spec(name)
@@ -162,11 +163,11 @@ class ModesService:
         key = spec.fingerprint()
         loaded = self.cache.get(key)
         if loaded is not None:
-            return loaded, True
+            return spec, loaded, True
         with self._load_lock:
             loaded = self.cache.peek(key)  # loaded by another thread meanwhile
             if loaded is not None:
-                return loaded, True
+                return spec, loaded, True
             started = time.perf_counter()
             loaded = load_mode(spec)
             evicted = self.cache.put(key, name, loaded, loaded.size_bytes)
@@ -175,7 +176,7 @@ class ModesService:
                  "; evicted " + ", ".join(e.mode for e in evicted) if evicted else "")
         if loaded.warnings:
             send_event({"event": "warning", "mode": name, "warnings": loaded.warnings})
-        return loaded, False
+        return spec, loaded, False
 
     def is_cached(self, name: str) -> bool:
         spec = self.spec(name)

@@ -75,6 +75,11 @@ class ModeSpec:
                            for l in self.loras]}
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
+    def signature(self) -> str:
+        """Changes whenever anything the node outputs changes (defaults included), not only the files."""
+        described = json.dumps(self.describe(), sort_keys=True, default=str)
+        return self.fingerprint() + "-" + hashlib.sha256(described.encode()).hexdigest()[:12]
+
     def describe(self) -> dict:
         return {"name": self.name, "model": self.model, "model_file": self.model_file, "base": self.base,
                 "loras": [{"path": l.path, "strength": l.strength, "strength_clip": l.strength_clip,

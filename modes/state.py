@@ -45,7 +45,7 @@ class ModesState:
         self.config: ModesConfig | None = None
         self.location: Location = Location("none", None, reason="not loaded yet")
         self.last_error: ModesFileError | None = None
-        self.generation = 0            # bumps on every successful reload
+        self.generation = 0            # bumps whenever a reload changes the modes in force
         self.loaded_at: float | None = None
         self.listeners: list[Callable[[ReloadResult], None]] = []
 
@@ -95,8 +95,10 @@ class ModesState:
                           "keeping the modes in force" if self.config is not None else "no modes in force")
             else:
                 changed = _summary(config) != _summary(self.config)
+                changed = changed or location != self.location
                 self.config, self.location, self.last_error = config, location, None
-                self.generation += 1
+                if changed or self.loaded_at is None:
+                    self.generation += 1   # counts changes of the modes in force, not reload attempts
                 self.loaded_at = time.time()
                 warnings = list(config.warnings) if config else []
                 result = ReloadResult(True, reason, self.generation, warnings=warnings, changed=changed,

@@ -39,14 +39,13 @@ class DisTorchModeSwitch:
 
     @classmethod
     def IS_CHANGED(cls, mode):
-        # The mode's fingerprint: ComfyUI reuses this node's outputs only while the mode's
-        # definition and files are unchanged.
+        # ComfyUI reuses this node's outputs only while the mode's definition (defaults included)
+        # and its files are unchanged.
         spec = service().spec(mode)
-        return spec.fingerprint() if spec is not None else f"missing:{mode}"
+        return spec.signature() if spec is not None else f"missing:{mode}"
 
     def switch(self, mode):
-        loaded, cached = service().activate(mode)
-        spec = loaded.spec
+        spec, loaded, cached = service().activate(mode)
         ui = {"distorch_mode": [{"mode": spec.name, "fingerprint": loaded.fingerprint, "cached": cached,
                                  "width": spec.width, "height": spec.height, "steps": spec.steps,
                                  "cfg": spec.guidance}]}

@@ -178,3 +178,14 @@ def test_watcher_fires_once_per_save_and_ignores_other_files(tmp_path):
         assert len(fired) == 1
     finally:
         watcher.stop()
+
+
+def test_generation_counts_changes_not_reload_attempts(setup):
+    root, modes_file, _, state = setup
+    modes_file.write_text(good(root))
+    state.reload("first")
+    state.reload("same content again")
+    assert state.generation == 1
+    modes_file.write_text(good(root, ("a", "b")))
+    state.reload("changed")
+    assert state.generation == 2
