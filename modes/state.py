@@ -121,7 +121,7 @@ class ModesState:
 def _summary(config: ModesConfig | None):
     if config is None:
         return None
-    return (config.default_mode, tuple((name, spec.fingerprint()) for name, spec in config.modes.items()),
+    return (config.default_mode, tuple((name, spec.signature()) for name, spec in config.modes.items()),
             config.cache_max_modes, config.cache_max_gb)
 
 

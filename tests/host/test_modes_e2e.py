@@ -166,7 +166,7 @@ def test_lora_for_another_base_is_skipped_with_a_warning(comfy_modes, modes_file
 
 def test_edit_while_a_prompt_runs_keeps_its_setup(comfy_modes, modes_files):
     root, modes_file = modes_files
-    text, names = fresh_modes(root, steps=25, size=128)
+    text, names = fresh_modes(root, steps=10, size=128)
     apply_modes(comfy_modes, modes_file, text)
     x = names["x"]
     prompt_id = comfy_modes.queue(mode_graph(x, prefix="inflight"))
@@ -175,7 +175,7 @@ def test_edit_while_a_prompt_runs_keeps_its_setup(comfy_modes, modes_files):
         assert time.monotonic() < deadline, "the prompt never loaded its mode"
         time.sleep(0.05)
     generation = comfy_modes.get("/distorch/modes")["generation"]
-    modes_setup.write_atomically(modes_file, text.replace("default_steps: 25", "default_steps: 3", 1)
+    modes_setup.write_atomically(modes_file, text.replace("default_steps: 10", "default_steps: 3", 1)
                                  .replace('"128x128"', '"64x64"', 1))          # hot reload, no route call
     while comfy_modes.get("/distorch/modes")["generation"] == generation:
         assert time.monotonic() < deadline, "the file change was not picked up"
@@ -184,7 +184,7 @@ def test_edit_while_a_prompt_runs_keeps_its_setup(comfy_modes, modes_files):
     assert running and running[0][1] == prompt_id, "the prompt ended before the edit: make it slower"
     entry = comfy_modes.wait(prompt_id)
     assert entry["status"]["status_str"] == "success"
-    assert (switch_ui(entry)["steps"], switch_ui(entry)["width"]) == (25, 128)
+    assert (switch_ui(entry)["steps"], switch_ui(entry)["width"]) == (10, 128)
     assert saved_latent(comfy_modes, entry).shape == (1, 4, 16, 16)
     after = comfy_modes.run(mode_graph(x, prefix="after-edit"))
     assert (switch_ui(after)["steps"], switch_ui(after)["width"]) == (3, 64)
@@ -273,8 +273,9 @@ def test_switch_route_preloads_through_the_queue(comfy_modes, modes_files):
     assert any(m["name"] == y and m["cached"] for m in comfy_modes.get("/distorch/modes")["modes"])
     status, body = comfy_modes.request("POST", "/distorch/modes/switch", {"mode": y})
     assert (status, body["cached"], body["prompt_id"]) == (200, True, None)
-    entry = comfy_modes.run(mode_graph(y, prefix="preloaded"))
-    assert switch_ui(entry)["cached"] is True
+    loads = cache_stats(comfy_modes)["disk_loads"]
+    comfy_modes.run(mode_graph(y, prefix="preloaded"))
+    assert cache_stats(comfy_modes)["disk_loads"] == loads, "the preloaded mode was loaded again"
 
 
 @pytest.mark.parametrize("body,status,needle", [

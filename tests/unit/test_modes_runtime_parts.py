@@ -189,3 +189,11 @@ def test_generation_counts_changes_not_reload_attempts(setup):
     modes_file.write_text(good(root, ("a", "b")))
     state.reload("changed")
     assert state.generation == 2
+
+
+def test_a_changed_default_is_a_change(setup):
+    root, modes_file, _, state = setup
+    modes_file.write_text(good(root))
+    state.reload("first")
+    modes_file.write_text(good(root).replace("a.safetensors}", "a.safetensors, default_steps: 9}"))
+    assert state.reload("edit").changed and state.generation == 2
