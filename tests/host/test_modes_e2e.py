@@ -372,3 +372,33 @@ def test_without_a_modes_file_the_node_says_why(comfy):
     assert "DISTORCH_MODES" in json.dumps(rejected.value.body)
     status, body = comfy.request("POST", "/distorch/modes/reload")
     assert status == 200 and body["modes"] == []
+
+
+def test_sighup_reloads_the_file(comfy_modes, modes_files):
+    import os
+    import signal
+
+    root, modes_file = modes_files
+    text, names = fresh_modes(root)
+    apply_modes(comfy_modes, modes_file, text)
+    assert comfy_modes.get("/distorch/modes")["watch"]["sighup"] is True
+    mark = len(comfy_modes.log_text())
+    os.kill(comfy_modes.process.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "(signal)" not in comfy_modes.log_text()[mark:]:
+        assert time.monotonic() < deadline, "no reload logged after SIGHUP"
+        time.sleep(0.05)
+    assert comfy_modes.process.poll() is None, "SIGHUP stopped the server"
+
+
+def test_queued_prompts_switch_modes_in_queue_order(comfy_modes, modes_files):
+    root, modes_file = modes_files
+    text, names = fresh_modes(root)
+    apply_modes(comfy_modes, modes_file, text)
+    order = [names["x"], names["y"], names["x"], names["y"]]
+    ids = [comfy_modes.queue(mode_graph(mode, seed=index, prefix=f"queued-{index}")) for index, mode in enumerate(order)]
+    entries = [comfy_modes.wait(prompt_id) for prompt_id in ids]
+    assert [e["status"]["status_str"] for e in entries] == ["success"] * 4
+    assert [switch_ui(e)["mode"] for e in entries] == order
+    finished = [e["status"]["messages"][-1][1]["timestamp"] for e in entries]
+    assert finished == sorted(finished), "prompts finished out of queue order"
