@@ -6,7 +6,8 @@ from .distorch import __version__
 from .modes import runtime as modes_runtime
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+WEB_DIRECTORY = "./web"  # web/modes.js: dropdowns follow modes.yaml, warnings as toasts
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
 
 _report = model_management_mgpu.install()
 _routes = routes.register()

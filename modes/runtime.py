@@ -122,7 +122,7 @@ class ModesService:
         if location.origin in ("env", "user") or location.path is not None:
             self.watcher.retarget(location.path)
         send_event({"event": "reload", "ok": result.ok, "reason": result.reason, "generation": generation,
-                    "modes": list(config.modes) if config else [],
+                    "modes": list(config.modes) if config else [], "choices": self.names(),
                     "default_mode": config.default_mode if config else None,
                     "errors": [p.to_json() for p in result.errors],
                     "warnings": [p.to_json() for p in result.warnings]})

@@ -402,3 +402,12 @@ def test_queued_prompts_switch_modes_in_queue_order(comfy_modes, modes_files):
     assert [switch_ui(e)["mode"] for e in entries] == order
     finished = [e["status"]["messages"][-1][1]["timestamp"] for e in entries]
     assert finished == sorted(finished), "prompts finished out of queue order"
+
+
+def test_web_extension_is_served_and_listens_to_the_modes_event(comfy_modes):
+    extensions = comfy_modes.get("/extensions")
+    path = next(e for e in extensions if e.endswith("/modes.js") and "comfyui-distorch" in e)
+    status, source = comfy_modes.request("GET", path)
+    assert status == 200
+    text = source.decode() if isinstance(source, bytes) else str(source)
+    assert 'addEventListener("distorch.modes"' in text and "DisTorchModeSwitch" in text
