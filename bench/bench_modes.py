@@ -151,7 +151,7 @@ def main() -> int:
     print(f"# bench_modes {date.today()} {platform.machine()} {platform.processor() or ''} "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.rounds} rounds alternated")
     print(f"# checkpoint {checkpoint_name} ({(models / CHECKPOINT_FILE).stat().st_size / 2**20:.0f} MiB)")
-    print(f"{'measure':<34}{'baseline (s)':>14}{'measured (s)':>14}{'ratio':>8}")
+    print(f"{'measure':<34}{'baseline (s)':>14}{'measured (s)':>14}{'ratio':>10}")
     rows = [("cold switch / core checkpoint", load_times["core"], load_times["cold"]),
             ("cached switch / cold switch", cache_times["cold"], cache_times["cached"])]
     for depth in ("fp16", "fp32"):
@@ -159,10 +159,10 @@ def main() -> int:
                      detect_times[depth]["detect"]))
     for label, base, measured in rows:
         b, m = median(base), median(measured)
-        print(f"{label:<34}{b:>14.5f}{m:>14.5f}{m / b:>8.3f}")
+        print(f"{label:<34}{b:>14.5f}{m:>14.5f}{m / b:>10.5f}")
     for what in ("detect", "load"):
         fp16, fp32 = (median(detect_times[d][what]) for d in ("fp16", "fp32"))
-        print(f"{what + ', fp32 / fp16 file':<34}{fp16:>14.5f}{fp32:>14.5f}{fp32 / fp16:>8.3f}")
+        print(f"{what + ', fp32 / fp16 file':<34}{fp16:>14.5f}{fp32:>14.5f}{fp32 / fp16:>10.5f}")
     print(f"reload p50 {statistics.median(latencies) * 1000:.1f} ms, p95 {percentile(latencies, 0.95) * 1000:.1f} ms "
           f"over {len(latencies)} writes (watchdog + parse + validate + header reads)")
     service.watcher.stop()
