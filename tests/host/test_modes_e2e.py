@@ -7,7 +7,6 @@ what one test caches never hides what another measures.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import urllib.request
 import uuid
