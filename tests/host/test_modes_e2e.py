@@ -75,6 +75,12 @@ def mode_graph(mode: str, seed: int = 7, prefix: str = "mode") -> dict:
     }
 
 
+def light_graph(mode: str) -> dict:
+    """Only the switch (and a preview of its mode name): loads the mode, samples nothing."""
+    return {"1": {"class_type": "DisTorchModeSwitch", "inputs": {"mode": mode}},
+            "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 7]}}}
+
+
 def switch_ui(entry: dict) -> dict:
     return entry["outputs"]["1"]["distorch_mode"][0]
 
@@ -308,7 +314,7 @@ def test_cache_evicts_the_least_recently_used_mode(comfy_modes, modes_files):
     text = text.replace("max_modes: 3", "max_modes: 2") + f"  {z}:\n    model: fresh/{z}.safetensors\n"
     apply_modes(comfy_modes, modes_file, text)
     for mode in (names["x"], names["y"], names["x"], z):     # y is now the least recently used
-        comfy_modes.run(mode_graph(mode, prefix="lru"))
+        comfy_modes.run(light_graph(mode))
     cached = [m["mode"] for m in cache_stats(comfy_modes)["modes"]]
     assert cached == [z, names["x"]]
 
@@ -395,7 +401,7 @@ def test_queued_prompts_switch_modes_in_queue_order(comfy_modes, modes_files):
     text, names = fresh_modes(root)
     apply_modes(comfy_modes, modes_file, text)
     order = [names["x"], names["y"], names["x"], names["y"]]
-    ids = [comfy_modes.queue(mode_graph(mode, seed=index, prefix=f"queued-{index}")) for index, mode in enumerate(order)]
+    ids = [comfy_modes.queue(light_graph(mode)) for mode in order]
     entries = [comfy_modes.wait(prompt_id) for prompt_id in ids]
     assert [e["status"]["status_str"] for e in entries] == ["success"] * 4
     assert [switch_ui(e)["mode"] for e in entries] == order
