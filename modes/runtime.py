@@ -98,7 +98,30 @@ class ModesService:
         self._started = True
         self.reload("start")
         self.sighup = install_sighup(lambda: self.reload("signal"))
+        self._register_with_memory_control()
         return self
+
+    def _register_with_memory_control(self) -> None:
+        """Let the pack's memory control (where present) list the cached modes' models as retained
+        and empty the cache on a forced free (POST /distorch/free {"force": true})."""
+        from .. import model_management_mgpu
+
+        find = getattr(model_management_mgpu, "memory_control", None)
+        control = find() if callable(find) else None
+        if control is not None and hasattr(control, "register_holder"):
+            control.register_holder("modes cache", self.held_patchers, lambda: len(self.cache.clear()))
+
+    def held_patchers(self) -> list:
+        """Every ModelPatcher the mode cache keeps alive."""
+        held = []
+        for key in self.cache.keys():
+            loaded = self.cache.peek(key)
+            if loaded is None:
+                continue
+            for part in (loaded.model, getattr(loaded.clip, "patcher", None), getattr(loaded.vae, "patcher", None)):
+                if part is not None:
+                    held.append(part)
+        return held
 
     def ensure_loaded(self) -> None:
         if self.last_reload is None:
