@@ -3,14 +3,17 @@ import logging
 
 from . import model_management_mgpu, routes
 from .distorch import __version__
+from .modes import runtime as modes_runtime
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
-WEB_DIRECTORY = "./web"  # the memory panel and node additions (JS modules), help pages in web/docs
+WEB_DIRECTORY = "./web"  # JS modules: memory panel, node additions, modes dropdowns; help pages in web/docs
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
 
 _report = model_management_mgpu.install()
 _routes = routes.register()
+if _routes:  # inside a running ComfyUI: read modes.yaml now and watch it
+    modes_runtime.start()
 logging.getLogger("distorch").info(
     "comfyui-distorch %s: %d nodes; patched comfy.model_management: %s; routes: %s", __version__,
     len(NODE_CLASS_MAPPINGS), ", ".join(_report.patched) or "nothing", ", ".join(_routes) or "none")

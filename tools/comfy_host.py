@@ -38,7 +38,8 @@ class PromptRejected(Exception):
 
 class ComfyHost:
     def __init__(self, comfyui_dir: Path, base_dir: Path, models_dir: Path, pack_dir: Path | None,
-                 extra_args: tuple[str, ...] = (), port: int | None = None, cpu: bool = True):
+                 extra_args: tuple[str, ...] = (), port: int | None = None, cpu: bool = True,
+                 env: dict[str, str] | None = None):
         self.comfyui_dir = Path(comfyui_dir)
         self.base_dir = Path(base_dir)
         self.models_source = Path(models_dir)
@@ -46,6 +47,7 @@ class ComfyHost:
         self.extra_args = extra_args
         self.port = port or free_port()
         self.cpu = cpu
+        self.env = dict(env or {})  # extra environment variables for the server process
         self.url = f"http://127.0.0.1:{self.port}"
         self.client_id = uuid.uuid4().hex
         self.process: subprocess.Popen | None = None
@@ -80,7 +82,7 @@ class ComfyHost:
     def start(self, timeout: float = 180.0) -> "ComfyHost":
         self.prepare()
         cmd = [sys.executable, *self.command()]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(cmd, cwd=self.comfyui_dir, stdout=self._log, stderr=subprocess.STDOUT,
                                         env=env, start_new_session=True)

@@ -45,3 +45,28 @@ def comfy_core(tmp_path_factory, model_cache):
     host = _start(tmp_path_factory, model_cache, False, "host-core-only")
     yield host
     host.stop()
+
+
+@pytest.fixture(scope="session")
+def modes_files(tmp_path_factory, model_cache):
+    """A model root for modes A / B and the modes.yaml the modes server watches."""
+    import modes_setup
+
+    root = modes_setup.make_model_root(tmp_path_factory.mktemp("modes-root"), model_cache)
+    modes_file = tmp_path_factory.mktemp("modes-config") / "modes.yaml"
+    modes_file.write_text(modes_setup.modes_yaml(root))
+    return root, modes_file
+
+
+@pytest.fixture(scope="session")
+def comfy_modes(tmp_path_factory, model_cache, modes_files):
+    """A ComfyUI server with the pack and DISTORCH_MODES pointing at a temporary modes.yaml."""
+    comfyui = hostenv.comfyui_dir()
+    if not (comfyui / "main.py").exists():
+        pytest.fail(f"no ComfyUI at {comfyui}: run `make test` (or tools/bootstrap.py), or set COMFYUI_PATH")
+    _, modes_file = modes_files
+    host = ComfyHost(comfyui, tmp_path_factory.mktemp("host-modes"), model_cache, hostenv.REPO_ROOT,
+                     env={"DISTORCH_MODES": str(modes_file)})
+    host.start()
+    yield host
+    host.stop()

@@ -1,0 +1,129 @@
+"""What a model or LoRA file is, from its safetensors header alone (no weight is read).
+
+The header (8-byte length + JSON) gives every tensor's name, dtype and shape. Shape-only tensors
+on the ``meta`` device are handed to the host's own detection (``comfy.model_detection``), so
+every architecture the running ComfyUI knows is covered without a table of our own. A LoRA's base
+is read from its cross-attention projections (the input width of ``attn2.to_k`` is the model's
+context width: 768 SD1.x, 1024 SD2.x, 2048 SDXL).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("distorch.modes")
+
+MAX_HEADER_BYTES = 100 << 20
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
+    "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool", "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+}
+# LoRA keys of the second cross-attention projection, in the naming schemes ComfyUI reads
+_LORA_TO_K = re.compile(r"attn2[._]to_k(?:\.lora_down|\.lora_A|\.lora\.down|_lora\.down)\.weight$")
+
+
+class HeaderError(ValueError):
+    """Not a readable safetensors header; the message names the file and the next step."""
+
+
+def read_header(path: str | Path) -> dict:
+    """name -> {"dtype", "shape"} for every tensor (``__metadata__`` dropped)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            raw_length = handle.read(8)
+            if len(raw_length) < 8:
+                raise HeaderError(f"'{path.name}' is {path.stat().st_size} bytes: too short for a safetensors "
+                                  "file; it is truncated or not a model: export or download it again")
+            (length,) = struct.unpack("<Q", raw_length)
+            if length > MAX_HEADER_BYTES:
+                raise HeaderError(f"'{path.name}' declares a {length:,}-byte header: not a safetensors file "
+                                  "(or a corrupt one); export or download it again")
+            raw = handle.read(length)
+    except OSError as exc:
+        raise HeaderError(f"'{path}' cannot be read: {exc.strerror or exc}") from None
+    if len(raw) < length:
+        raise HeaderError(f"'{path.name}' ends inside its header: truncated; export or download it again")
+    try:
+        header = json.loads(raw)
+    except ValueError as exc:
+        raise HeaderError(f"'{path.name}' has no valid safetensors header ({exc}); "
+                          "it is corrupt or not a safetensors file") from None
+    if not isinstance(header, dict):
+        raise HeaderError(f"'{path.name}' has no valid safetensors header")
+    header.pop("__metadata__", None)
+    return header
+
+
+def shape_only_state_dict(header: dict) -> dict:
+    """The header as a state dict of meta tensors (shapes and dtypes, no storage)."""
+    import torch
+
+    state = {}
+    for name, info in header.items():
+        dtype = getattr(torch, _DTYPES.get(str(info.get("dtype")), "float32"), torch.float32)
+        state[name] = torch.empty(tuple(info.get("shape", ())), dtype=dtype, device="meta")
+    return state
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    """What the host detects: its model class (``SD15``, ``SDXL``, ...) and cross-attention width."""
+    family: str | None          # None: the host does not recognise it
+    context_dim: int | None
+    kind: str                   # "checkpoint", "diffusion_model" or "unknown"
+
+    @property
+    def label(self) -> str:
+        return self.family or "unknown"
+
+
+def detect_model(path: str | Path) -> BaseModel:
+    """Detect the base model of a checkpoint or diffusion-model file from its header."""
+    if not str(path).lower().endswith(SAFETENSORS_SUFFIXES):
+        return BaseModel(None, None, "unknown")
+    header = read_header(path)
+    state = shape_only_state_dict(header)
+    import comfy.model_detection as detection
+
+    # As the host's loaders do: a checkpoint's UNet sits under a prefix; a bare diffusion model
+    # file has its keys at the top (load_diffusion_model_state_dict strips the prefix if present).
+    prefix = detection.unet_prefix_from_state_dict(state)
+    under_prefix = sum(1 for key in state if key.startswith(prefix))
+    if under_prefix == 0:
+        prefix = ""
+    kind = "checkpoint" if prefix and under_prefix < len(state) else "diffusion_model"
+    try:
+        config = detection.model_config_from_unet(state, prefix)
+    except Exception as exc:  # the host's detection may touch values on exotic files
+        log.debug("detection of %s failed on shapes only: %s", path, exc)
+        config = None
+    if config is None:
+        return BaseModel(None, None, kind)
+    unet_config = getattr(config, "unet_config", {}) or {}
+    context = unet_config.get("context_dim")
+    return BaseModel(type(config).__name__, int(context) if isinstance(context, int) else None, kind)
+
+
+def lora_context_dim(path: str | Path) -> int | None:
+    """Cross-attention width a LoRA was trained for, or None when its keys do not say."""
+    if not str(path).lower().endswith(SAFETENSORS_SUFFIXES):
+        return None
+    header = read_header(path)
+    widths = {tuple(info.get("shape", ()))[-1] for name, info in header.items()
+              if _LORA_TO_K.search(name) and len(info.get("shape", ())) == 2}
+    return widths.pop() if len(widths) == 1 else None
+
+
+def lora_mismatch(base: BaseModel, lora_width: int | None) -> str | None:
+    """Why a LoRA cannot apply to ``base`` (None when it fits or nothing tells)."""
+    if base.context_dim is None or lora_width is None or base.context_dim == lora_width:
+        return None
+    return (f"made for a model with {lora_width}-wide cross-attention, but the mode's model is "
+            f"{base.label} ({base.context_dim})")

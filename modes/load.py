@@ -1,0 +1,112 @@
+"""A mode -> MODEL / CLIP / VAE, through the same path as the DisTorch loaders: the host's own
+loading function inside ``device_override``, a placement record on every part, errors explained
+by ``distorch.checks``. LoRAs are applied with the host's ``load_lora_for_models`` (what the core
+LoraLoader does); a LoRA the header check marked as made for another base is skipped with a
+warning instead of failing the prompt.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from .. import device_utils
+from ..distorch.checks import explain_load_failure
+from ..model_management_mgpu import device_override
+from ..nodes.loaders import record
+from .schema import ModeSpec
+
+log = logging.getLogger("distorch.modes")
+NODE_CLASS = "DisTorchModeSwitch"
+
+
+@dataclass
+class LoadedMode:
+    spec: ModeSpec
+    fingerprint: str
+    model: object
+    clip: object
+    vae: object
+    size_bytes: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def _model_options(weight_dtype: str) -> dict:
+    import torch
+
+    options = {}
+    if weight_dtype in ("fp8_e4m3fn", "fp8_e4m3fn_fast"):
+        options["dtype"] = torch.float8_e4m3fn
+    if weight_dtype == "fp8_e4m3fn_fast":
+        options["fp8_optimizations"] = True
+    if weight_dtype == "fp8_e5m2":
+        options["dtype"] = torch.float8_e5m2
+    return options
+
+
+def _size(*patchers) -> int:
+    total = 0
+    for patcher in patchers:
+        if patcher is not None and hasattr(patcher, "model_size"):
+            total += int(patcher.model_size())
+    return total
+
+
+def load_mode(spec: ModeSpec) -> LoadedMode:
+    """Read the mode's files and build its models (the cold path; the cache decides when)."""
+    import comfy.model_management as mm
+    import comfy.sd
+    import comfy.utils
+    import folder_paths
+
+    from .header import detect_model
+
+    fingerprint = spec.fingerprint()
+    input_name = f"mode '{spec.name}'"
+    unet = device_utils.resolve_device(spec.compute_device, f"modes.{spec.name}.compute_device")
+    clip_device = vae_device = None
+    if unet is not None:  # keep CLIP / VAE where the host would put them (as DisTorchCheckpointLoader does)
+        clip_device, vae_device = mm.text_encoder_device(), mm.vae_device()
+    warnings: list[str] = []
+    if spec.allocation:
+        warnings.append(f"mode '{spec.name}': allocation '{spec.allocation}' is recorded but not applied in this "
+                        "version (splitting a model across devices ships with the placement issue)")
+    kind = "checkpoint"
+    try:
+        kind = detect_model(spec.model_file).kind
+    except Exception:  # unreadable headers are explained by the load failure below
+        pass
+    options = _model_options(spec.weight_dtype)
+    try:
+        with device_override(compute=unet, text_encoder=clip_device, vae=vae_device):
+            if kind == "diffusion_model":
+                model, clip, vae = comfy.sd.load_diffusion_model(spec.model_file, model_options=options), None, None
+                warnings.append(f"mode '{spec.name}': '{spec.model}' is a diffusion model without text encoder "
+                                "or VAE: the CLIP and VAE outputs are empty")
+            else:
+                out = comfy.sd.load_checkpoint_guess_config(
+                    spec.model_file, output_vae=True, output_clip=True,
+                    embedding_directory=folder_paths.get_folder_paths("embeddings"), model_options=options)
+                model, clip, vae = out[:3]
+    except Exception as exc:
+        raise RuntimeError(explain_load_failure(spec.model_file, "checkpoint", input_name, exc)) from exc
+
+    # Recorded before the LoRAs: their clones copy the record (ModelPatcher.clone keeps attachments).
+    source = f"{spec.name}: {spec.model}"
+    record(model, NODE_CLASS, "unet", spec.compute_device, False, source)
+    if clip is not None:
+        record(clip.patcher, NODE_CLASS, "clip", "default", False, source)
+    if vae is not None and getattr(vae, "patcher", None) is not None:
+        record(vae.patcher, NODE_CLASS, "vae", "default", False, source)
+    for lora in spec.loras:
+        if lora.skip_reason:
+            warnings.append(f"mode '{spec.name}': LoRA '{lora.path}' skipped: it is {lora.skip_reason}")
+            continue
+        try:
+            data = comfy.utils.load_torch_file(lora.file, safe_load=True)
+            model, clip = comfy.sd.load_lora_for_models(model, clip, data, lora.strength, lora.strength_clip)
+        except Exception as exc:  # a LoRA that does not apply must not take the mode down
+            warnings.append(f"mode '{spec.name}': LoRA '{lora.path}' skipped: it could not be applied ({exc})")
+    for warning in warnings:
+        log.warning("%s", warning)
+    size = _size(model, getattr(clip, "patcher", None), getattr(vae, "patcher", None))
+    return LoadedMode(spec, fingerprint, model, clip, vae, size, warnings)

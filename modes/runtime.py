@@ -1,0 +1,246 @@
+"""The modes service inside a running ComfyUI: state + cache + watchers + events, one instance.
+
+Everything ComfyUI-specific (folder_paths, devices, PromptServer) is wired here; the modules it
+wires are pure. ``start()`` is called once from the pack's registration; ``service()`` gives the
+instance (created on first use, so a node asked before start still works).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+from .cache import GIB, ModeCache
+from .header import detect_model, lora_context_dim
+from .paths import Roots
+from .schema import DEFAULT_CACHE_GB, DEFAULT_CACHE_MODES, Checks, ModeSpec
+from .state import ModesState, ReloadResult
+from .watch import FileWatcher, install_sighup
+
+log = logging.getLogger("distorch.modes")
+WS_EVENT = "distorch.modes"
+
+
+def _host_roots() -> Roots:
+    import folder_paths
+
+    def folders(name):
+        try:
+            return tuple(Path(p) for p in folder_paths.get_folder_paths(name))
+        except Exception:
+            return ()
+
+    return Roots(models_dir=Path(folder_paths.models_dir), checkpoint_dirs=folders("checkpoints"),
+                 diffusion_dirs=folders("diffusion_models"), lora_dirs=folders("loras"))
+
+
+def _check_device(value: str, key: str) -> str | None:
+    from .. import device_utils
+
+    try:
+        device_utils.resolve_device(value, key)
+    except device_utils.DeviceNameError as exc:
+        return str(exc)
+    return None
+
+
+def _check_allocation(value: str, key: str) -> str | None:
+    from .. import device_utils
+    from ..distorch.allocation import AllocationError, parse_allocation
+
+    try:
+        parse_allocation(value, device_utils.available_devices(), key)
+    except AllocationError as exc:
+        return str(exc)
+    return None
+
+
+def host_checks() -> Checks:
+    return Checks(roots=_host_roots(), check_device=_check_device, check_allocation=_check_allocation,
+                  inspect_model=detect_model, lora_width=lora_context_dim)
+
+
+def _user_dir() -> str | None:
+    import folder_paths
+
+    return folder_paths.get_user_directory()
+
+
+def send_event(data: dict) -> None:
+    """``distorch.modes`` on the websocket (no-op outside a running server)."""
+    import sys
+
+    server = getattr(getattr(sys.modules.get("server"), "PromptServer", None), "instance", None)
+    if server is not None:
+        try:
+            server.send_sync(WS_EVENT, data)
+        except Exception:  # no event loop yet (start-up) or shutting down
+            log.debug("modes: websocket event not sent", exc_info=True)
+
+
+class ModesService:
+    def __init__(self):
+        self.state = ModesState(lambda: dict(os.environ), _user_dir, host_checks)
+        self.cache = ModeCache(DEFAULT_CACHE_MODES, int(DEFAULT_CACHE_GB * GIB))
+        self.watcher = FileWatcher(lambda: self.reload("file"))
+        self.state.listeners.append(self._after_reload)
+        self.sighup = False
+        self.last_reload: ReloadResult | None = None
+        self._load_lock = threading.Lock()   # one cold load at a time (prompt worker vs preload)
+        self._started = False
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> "ModesService":
+        if self._started:
+            return self
+        self._started = True
+        self.reload("start")
+        self.sighup = install_sighup(lambda: self.reload("signal"))
+        self._register_with_memory_control()
+        return self
+
+    def _register_with_memory_control(self) -> None:
+        """Let the pack's memory control (where present) list the cached modes' models as retained
+        and empty the cache on a forced free (POST /distorch/free {"force": true})."""
+        from .. import model_management_mgpu
+
+        find = getattr(model_management_mgpu, "memory_control", None)
+        control = find() if callable(find) else None
+        if control is not None and hasattr(control, "register_holder"):
+            control.register_holder("modes cache", self.held_patchers, lambda: len(self.cache.clear()))
+
+    def held_patchers(self) -> list:
+        """Every ModelPatcher the mode cache keeps alive."""
+        held = []
+        for key in self.cache.keys():
+            loaded = self.cache.peek(key)
+            if loaded is None:
+                continue
+            for part in (loaded.model, getattr(loaded.clip, "patcher", None), getattr(loaded.vae, "patcher", None)):
+                if part is not None:
+                    held.append(part)
+        return held
+
+    def ensure_loaded(self) -> None:
+        if self.last_reload is None:
+            self.reload("first use")
+
+    def reload(self, reason: str) -> ReloadResult:
+        return self.state.reload(reason)
+
+    def _after_reload(self, result: ReloadResult) -> None:
+        self.last_reload = result
+        config, location, _, generation = self.state.snapshot()
+        if result.ok:
+            if config is not None:
+                self.cache.configure(config.cache_max_modes, int(config.cache_max_gb * GIB))
+                current = {spec.fingerprint() for spec in config.modes.values()}
+            else:
+                current = set()
+            dropped = self.cache.discard(lambda entry: entry.key in current)
+            for entry in dropped:
+                log.info("modes: dropped cached mode '%s' (removed or changed in the file)", entry.mode)
+        if location.origin in ("env", "user") or location.path is not None:
+            self.watcher.retarget(location.path)
+        send_event({"event": "reload", "ok": result.ok, "reason": result.reason, "generation": generation,
+                    "modes": list(config.modes) if config else [], "choices": self.names(),
+                    "default_mode": config.default_mode if config else None,
+                    "errors": [p.to_json() for p in result.errors],
+                    "warnings": [p.to_json() for p in result.warnings]})
+
+    # ---- modes -----------------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        self.ensure_loaded()
+        config = self.state.snapshot()[0]
+        if config is None:
+            return []
+        names = list(config.modes)
+        if config.default_mode in names:
+            names.remove(config.default_mode)
+            names.insert(0, config.default_mode)
+        return names
+
+    def spec(self, name: str) -> ModeSpec | None:
+        self.ensure_loaded()
+        config = self.state.snapshot()[0]
+        return config.modes.get(name) if config else None
+
+    def unknown_mode_message(self, name: str) -> str:
+        config, location, error, _ = self.state.snapshot()
+        if config is None or not config.modes:
+            return f"mode: no modes are available ({self.state.why_empty()})"
+        where = location.path or "the environment"
+        return (f"mode: '{name}' is not defined in {where}; defined: {', '.join(config.modes)}. "
+                "Pick one of them, or add it to the file (it reloads on save)")
+
+    def activate(self, name: str):
+        """(spec in force, loaded models, whether they came from the cache). The models are cached
+        by their files and settings; the defaults (size, steps, guidance) come from ``spec``."""
+        from .load import load_mode
+
+        spec = self.spec(name)
+        if spec is None:
+            raise ValueError(self.unknown_mode_message(name))
+        key = spec.fingerprint()
+        loaded = self.cache.get(key)
+        if loaded is not None:
+            return spec, loaded, True
+        with self._load_lock:
+            loaded = self.cache.peek(key)  # loaded by another thread meanwhile
+            if loaded is not None:
+                return spec, loaded, True
+            started = time.perf_counter()
+            loaded = load_mode(spec)
+            evicted = self.cache.put(key, name, loaded, loaded.size_bytes)
+        log.info("modes: loaded '%s' from disk in %.2f s (%.1f MiB)%s", name, time.perf_counter() - started,
+                 loaded.size_bytes / 2**20,
+                 "; evicted " + ", ".join(e.mode for e in evicted) if evicted else "")
+        if loaded.warnings:
+            send_event({"event": "warning", "mode": name, "warnings": loaded.warnings})
+        return spec, loaded, False
+
+    def is_cached(self, name: str) -> bool:
+        spec = self.spec(name)
+        return spec is not None and spec.fingerprint() in self.cache.keys()
+
+    def listing(self) -> dict:
+        self.ensure_loaded()
+        config, location, error, generation = self.state.snapshot()
+        cached = set(self.cache.keys())
+        modes = []
+        if config is not None:
+            for name, spec in config.modes.items():
+                item = spec.describe()
+                item["cached"] = spec.fingerprint() in cached
+                item["default"] = name == config.default_mode
+                modes.append(item)
+        return {
+            "source": {"origin": location.origin, "path": str(location.path) if location.path else None,
+                       "note": location.reason or None},
+            "generation": generation, "loaded_at": self.state.loaded_at,
+            "default_mode": config.default_mode if config else None, "modes": modes,
+            "reason": self.state.why_empty() or None,
+            "warnings": [p.to_json() for p in (config.warnings if config else [])],
+            "errors": [p.to_json() for p in error.problems] if error else [],
+            "watch": {"file": str(self.watcher.path) if self.watcher.path else None,
+                      "active": self.watcher.path is not None and self.watcher.error is None,
+                      "note": self.watcher.error, "sighup": self.sighup},
+        }
+
+
+_service: ModesService | None = None
+_service_lock = threading.Lock()
+
+
+def service() -> ModesService:
+    global _service
+    with _service_lock:
+        if _service is None:
+            _service = ModesService()
+        return _service
+
+
+def start() -> ModesService:
+    return service().start()
