@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from .. import device_utils
 from ..distorch.checks import explain_load_failure
 from ..model_management_mgpu import device_override
-from ..nodes.loaders import record
+from ..nodes.loaders import apply_split_inputs, record
 from .schema import ModeSpec
 
 log = logging.getLogger("distorch.modes")
@@ -67,9 +67,6 @@ def load_mode(spec: ModeSpec) -> LoadedMode:
     if unet is not None:  # keep CLIP / VAE where the host would put them (as DisTorchCheckpointLoader does)
         clip_device, vae_device = mm.text_encoder_device(), mm.vae_device()
     warnings: list[str] = []
-    if spec.allocation:
-        warnings.append(f"mode '{spec.name}': allocation '{spec.allocation}' is recorded but not applied in this "
-                        "version (splitting a model across devices ships with the placement issue)")
     kind = "checkpoint"
     try:
         kind = detect_model(spec.model_file).kind
@@ -93,6 +90,8 @@ def load_mode(spec: ModeSpec) -> LoadedMode:
     # Recorded before the LoRAs: their clones copy the record (ModelPatcher.clone keeps attachments).
     source = f"{spec.name}: {spec.model}"
     record(model, NODE_CLASS, "unet", spec.compute_device, False, source)
+    if spec.allocation:  # the same split path as the loaders' allocation input (fraction form: donor cpu)
+        model = apply_split_inputs(model, lambda m: m, f"mode '{spec.name}'", 0.0, "cpu", spec.allocation)
     if clip is not None:
         record(clip.patcher, NODE_CLASS, "clip", "default", False, source)
     if vae is not None and getattr(vae, "patcher", None) is not None:

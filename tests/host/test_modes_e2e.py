@@ -416,3 +416,20 @@ def test_web_extension_is_served_and_listens_to_the_modes_event(comfy_modes):
     assert status == 200
     text = source.decode() if isinstance(source, bytes) else str(source)
     assert 'addEventListener("distorch.modes"' in text and "DisTorchModeSwitch" in text
+
+
+def test_a_mode_allocation_splits_its_model_with_the_same_result(comfy_modes, modes_files):
+    """A mode's `allocation` goes through the loaders' split path: the plan is logged for the mode
+    and the latent equals the same checkpoint's unsplit mode."""
+    root, modes_file = modes_files
+    text, names = fresh_modes(root)
+    split = f"split-{names['x']}"
+    text += (f"  {split}:\n    model: fresh/{names['x']}.safetensors\n    allocation: \"0.5\"\n"
+             f"    default_size: \"64x64\"\n    default_steps: 2\n    default_guidance: 5.0\n")
+    apply_modes(comfy_modes, modes_file, text)
+    log_start = len(comfy_modes.log_text())
+    unsplit = saved_latent(comfy_modes, comfy_modes.run(mode_graph(names["x"], seed=21, prefix="mode-unsplit")))
+    halves = saved_latent(comfy_modes, comfy_modes.run(mode_graph(split, seed=21, prefix="mode-split")))
+    log = comfy_modes.log_text()[log_start:]
+    assert f"mode '{split}': placement of" in log and "cpu (donor)" in log, log[-3000:]
+    torch.testing.assert_close(halves, unsplit, rtol=0, atol=0)
