@@ -2,8 +2,9 @@
 // - device dropdowns show each device's free memory next to its name (display only: the value
 //   stays the plain device name);
 // - an `allocation` input gets a live preview of the split from GET /distorch/plan, or the
-//   parser's error, drawn under the node (only on nodes that have the input, and only while the
-//   route answers).
+//   parser's error (the route's 400 message), drawn under the node (only on nodes that have the
+//   input, and only while the route answers). The input is declared advanced: the frontend shows
+//   it after "Show Advanced" in the node's menu; the preview is drawn either way.
 // (The mode dropdown of DisTorchModeSwitch follows `distorch.modes` in the modes extension.)
 import { api } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
@@ -78,6 +79,7 @@ export function describePlan(plan) {
 
 async function refreshPreview(node) {
   if (planRouteMissing || !wantsPreview(node)) {
+    node.distorchPreviewQuery = null; // an answer still on its way is stale
     node.distorchPreview = null;
     redrawGraph();
     return;

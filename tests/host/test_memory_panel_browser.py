@@ -10,7 +10,7 @@ import pytest
 import hostenv
 import workflows
 from comfy_host import ComfyHost
-from ui_browser import Browser, chromium_path, normalized, screenshot
+from ui_browser import Browser, add_node, chromium_path, normalized, screenshot, widget_center
 
 pytestmark = pytest.mark.host
 
@@ -148,22 +148,10 @@ def test_cancelled_confirmation_unloads_nothing(host, page):
 
 
 def test_device_dropdown_shows_free_memory_and_keeps_the_plain_value(host, page):
-    page.evaluate("""() => {
-        const node = LiteGraph.createNode("DisTorchUNETLoader");
-        node.pos = [500, 200];
-        app.graph.add(node);
-        window.distorchTestNode = node;
-        app.canvas.setDirty(true, true);
-    }""")
-    widget = "window.distorchTestNode.widgets.find(w => w.name === 'compute_device')"
+    node = add_node(page, "DisTorchUNETLoader", "distorchTestNode")
+    widget = f"{node}.widgets.find(w => w.name === 'compute_device')"
     assert page.evaluate(f"() => {widget}.options.getOptionLabel('default')") == "default"
-    page.wait_for_timeout(300)  # one frame, so the widget has its position
-    x, y = page.evaluate(f"""() => {{
-        const node = window.distorchTestNode, w = {widget}, ds = app.canvas.ds;
-        const rect = app.canvas.canvas.getBoundingClientRect();
-        const gx = node.pos[0] + node.size[0] / 2, gy = node.pos[1] + w.y + LiteGraph.NODE_WIDGET_HEIGHT / 2;
-        return [(gx + ds.offset[0]) * ds.scale + rect.left, (gy + ds.offset[1]) * ds.scale + rect.top];
-    }}""")
+    x, y = widget_center(page, node, "compute_device")
     page.mouse.click(x, y)  # opens the combo's menu, as a user does
     entries = page.locator(".litecontextmenu .litemenu-entry")
     entries.first.wait_for(timeout=10_000)
@@ -224,7 +212,7 @@ def test_refresh_cap_collapses_bursts_into_one_trailing_redraw(page):
 
 
 def test_no_plan_requests_without_an_allocation_input(browser):
-    """Split placement is not on this branch's loaders: the preview must stay silent."""
+    """A loader that asks for no split (no allocation, virtual_vram_gb 0) sends no plan request."""
     assert not [url for url in browser.requests if "/distorch/plan" in url]
 
 

@@ -118,3 +118,27 @@ def screenshot(page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path))
     return path
+
+
+def add_node(page, class_type: str, handle: str, pos=(500, 200)) -> str:
+    """Put a node on the canvas through the frontend's API; ``window[handle]`` holds it. Returns
+    the JS expression for the node."""
+    page.evaluate("""([type, handle, pos]) => {
+        const node = LiteGraph.createNode(type);
+        node.pos = pos;
+        app.graph.add(node);
+        window[handle] = node;
+        app.canvas.setDirty(true, true);
+    }""", [class_type, handle, list(pos)])
+    page.wait_for_timeout(300)  # one frame, so the widgets have their positions
+    return f"window.{handle}"
+
+
+def widget_center(page, node: str, name: str) -> tuple[float, float]:
+    """Page coordinates of the middle of widget ``name`` on ``node`` (a JS expression)."""
+    return tuple(page.evaluate(f"""() => {{
+        const node = {node}, w = node.widgets.find(w => w.name === {name!r}), ds = app.canvas.ds;
+        const rect = app.canvas.canvas.getBoundingClientRect();
+        const gx = node.pos[0] + node.size[0] / 2, gy = node.pos[1] + w.y + LiteGraph.NODE_WIDGET_HEIGHT / 2;
+        return [(gx + ds.offset[0]) * ds.scale + rect.left, (gy + ds.offset[1]) * ds.scale + rect.top];
+    }}"""))
