@@ -1,32 +1,22 @@
 """A split applied through the real comfy.model_patcher / comfy.model_management (in-process):
 outputs, patches, the host's accounting and eviction."""
 import gc
-import sys
 import types
 import weakref
 
 import pytest
 import torch
 
-import hostenv
 
 MiB = 2**20
 
 
 @pytest.fixture(scope="module")
-def comfy_host():
-    comfyui = hostenv.comfyui_dir()
-    if not (comfyui / "main.py").exists():
-        pytest.fail(f"no ComfyUI at {comfyui}: run tools/bootstrap.py or set COMFYUI_PATH")
-    sys.path.insert(0, str(comfyui))
-    import comfy.cli_args
-
-    comfy.cli_args.args.cpu = True
-    import comfy.model_management
+def comfy_host(mm):
     import comfy.model_patcher
     import comfy.ops
 
-    return types.SimpleNamespace(mm=comfy.model_management, mp=comfy.model_patcher, ops=comfy.ops)
+    return types.SimpleNamespace(mm=mm, mp=comfy.model_patcher, ops=comfy.ops)
 
 
 @pytest.fixture(autouse=True)
