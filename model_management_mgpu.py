@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from . import device_utils
+from .distorch import dynamic_vram
 from .distorch.memory import ModelMemory, OffloadSettings, change_line
 from .distorch.placement import placement_of
 from .distorch.retention import RetainedModels
@@ -489,22 +490,13 @@ def offload_settings(module=None) -> OffloadSettings:
         async_offload=None if streams is None else streams > 0,
         offload_streams=streams, pinned_memory=None if cap is None else cap > 0,
         pinned_bytes=value("TOTAL_PINNED_MEMORY"), pinned_cap_bytes=None if cap is None or cap <= 0 else int(cap),
-        reserved_vram_bytes=reserved, dynamic_vram=dynamic_vram_enabled())
+        reserved_vram_bytes=reserved, dynamic_vram=_dynamic_vram_on())
 
 
-def dynamic_vram_enabled() -> bool | None:
-    """Whether newer ComfyUI (0.15+) runs "DynamicVRAM" (comfy-aimdo, ModelPatcherDynamic).
-
-    Asked through ``comfy.cli_args.enables_dynamic_vram()``, which such hosts define; False on
-    hosts that predate it (they cannot run it), None if asking failed."""
+def _dynamic_vram_on() -> bool | None:
+    """Whether the host builds models with ModelPatcherDynamic (the same test the split refuses on)."""
     try:
-        import comfy.cli_args as cli_args
+        import comfy.model_patcher
     except ImportError:
         return None
-    probe = getattr(cli_args, "enables_dynamic_vram", None)
-    if probe is None:
-        return False
-    try:
-        return bool(probe())
-    except Exception:
-        return None
+    return dynamic_vram.host_uses_dynamic_vram(comfy.model_patcher)

@@ -11,13 +11,12 @@ from __future__ import annotations
 import argparse
 import gc
 import platform
-import subprocess
 import sys
 from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import alternate, hostenv, import_host_and_pack, median  # noqa: E402
+from common import alternate, ensure_models, import_host_and_pack, median  # noqa: E402
 from make_models import unet_file  # noqa: E402
 
 
@@ -32,10 +31,7 @@ def main() -> int:
     if args.quick:
         args.rounds, args.unet_depth, args.steps, args.size = 2, 1, 2, 64
 
-    models = hostenv.models_dir()
-    subprocess.run([sys.executable, str(hostenv.REPO_ROOT / "tools" / "make_models.py"), "--comfyui",
-                    str(hostenv.comfyui_dir()), "--out", str(models), "--unet-depth", str(args.unet_depth)],
-                   check=True, stdout=subprocess.DEVNULL)
+    models = ensure_models(args.unet_depth)
     unet_name = Path(unet_file(args.unet_depth)).name
     nodes, pack = import_host_and_pack(models)
     import torch

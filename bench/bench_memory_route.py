@@ -20,18 +20,13 @@ import time
 from datetime import date
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "host"))
-import hostenv  # noqa: E402
+from common import hostenv, percentile  # noqa: E402
 import workflows  # noqa: E402
 from comfy_host import ComfyHost  # noqa: E402
 
 ROUTES = ("/internal/memory", "/system_stats")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 def client(port: int, requests: int, offset: int, results: dict, errors: list) -> None:
@@ -108,11 +103,11 @@ def main() -> int:
     print(f"{'route':<20}{'p50 (ms)':>10}{'p99 (ms)':>10}{'mean (ms)':>11}")
     for route in ROUTES:
         values = results[route]
-        print(f"{route:<20}{percentile(values, 50) * 1e3:>10.2f}{percentile(values, 99) * 1e3:>10.2f}"
+        print(f"{route:<20}{percentile(values, 0.5) * 1e3:>10.2f}{percentile(values, 0.99) * 1e3:>10.2f}"
               f"{statistics.mean(values) * 1e3:>11.2f}")
     memory, stats = results[ROUTES[0]], results[ROUTES[1]]
-    print(f"ratio p50 {percentile(memory, 50) / percentile(stats, 50):.3f}")
-    print(f"ratio p99 {percentile(memory, 99) / percentile(stats, 99):.3f}")
+    print(f"ratio p50 {percentile(memory, 0.5) / percentile(stats, 0.5):.3f}")
+    print(f"ratio p99 {percentile(memory, 0.99) / percentile(stats, 0.99):.3f}")
     return 0 if still_sampling or args.quick else 2
 
 

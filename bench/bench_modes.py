@@ -20,7 +20,6 @@ import importlib
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import alternate, hostenv, import_host_and_pack, median  # noqa: E402
+from common import alternate, ensure_models, import_host_and_pack, median, percentile  # noqa: E402
 from make_models import CHECKPOINT_FILE, unet_file  # noqa: E402
 
 
@@ -58,11 +57,6 @@ def alternate_prepared(rounds: int, contenders: dict) -> dict:
     return times
 
 
-def percentile(values, share):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
@@ -73,10 +67,7 @@ def main() -> int:
     if args.quick:
         args.rounds, args.reloads, args.unet_depth = 2, 5, 1
 
-    models = hostenv.models_dir()
-    subprocess.run([sys.executable, str(hostenv.REPO_ROOT / "tools" / "make_models.py"), "--comfyui",
-                    str(hostenv.comfyui_dir()), "--out", str(models), "--unet-depth", str(args.unet_depth)],
-                   check=True, stdout=subprocess.DEVNULL)
+    models = ensure_models(args.unet_depth)
     work = Path(tempfile.mkdtemp(prefix="bench-modes-"))
     root = work / "models"
     link_or_copy(models / CHECKPOINT_FILE, root / "a.safetensors")

@@ -16,13 +16,12 @@ import os
 import contextlib
 import gc
 import platform
-import subprocess
 import sys
 from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import alternate, hostenv, import_host_and_pack, median  # noqa: E402
+from common import alternate, ensure_models, import_host_and_pack, median  # noqa: E402
 from make_models import unet_file  # noqa: E402
 
 
@@ -41,10 +40,7 @@ def main() -> int:
     # The synthetic UNet is built of small layers: let modules above 64 KiB move, so that high
     # offload shares are possible (the default keeps modules up to 1 MiB on the compute device).
     os.environ.setdefault("DISTORCH_TINY_BYTES", str(64 * 1024))
-    models = hostenv.models_dir()
-    subprocess.run([sys.executable, str(hostenv.REPO_ROOT / "tools" / "make_models.py"), "--comfyui",
-                    str(hostenv.comfyui_dir()), "--out", str(models), "--unet-depth", str(args.unet_depth)],
-                   check=True, stdout=subprocess.DEVNULL)
+    models = ensure_models(args.unet_depth)
     import torch
 
     cuda = torch.cuda.is_available()

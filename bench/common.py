@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,3 +54,18 @@ def alternate(rounds: int, contenders: dict):
 
 def median(values):
     return statistics.median(values)
+
+
+def percentile(values, share: float) -> float:
+    """The value at ``share`` (0..1) of the sorted values (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))]
+
+
+def ensure_models(unet_depth: int) -> Path:
+    """The synthetic models (tools/make_models.py), with a UNet of ``unet_depth`` blocks; their folder."""
+    models = hostenv.models_dir()
+    subprocess.run([sys.executable, str(hostenv.REPO_ROOT / "tools" / "make_models.py"), "--comfyui",
+                    str(hostenv.comfyui_dir()), "--out", str(models), "--unet-depth", str(unet_depth)],
+                   check=True, stdout=subprocess.DEVNULL)
+    return models

@@ -70,9 +70,9 @@ def _user_dir() -> str | None:
 
 def send_event(data: dict) -> None:
     """``distorch.modes`` on the websocket (no-op outside a running server)."""
-    import sys
+    from ..routes import host_server
 
-    server = getattr(getattr(sys.modules.get("server"), "PromptServer", None), "instance", None)
+    server = host_server()
     if server is not None:
         try:
             server.send_sync(WS_EVENT, data)

@@ -89,7 +89,8 @@ def request_for(compute: str, virtual_vram_gb, donor_device, allocation):
 
 
 def validate_split(compute_device, role: str, virtual_vram_gb, donor_device, allocation):
-    """VALIDATE_INPUTS helper for the split inputs: True, or the message shown on the node."""
+    """VALIDATE_INPUTS helper for compute_device and the split inputs: True, or the message shown on
+    the node (a bad device name is a DeviceNameError, a ValueError, so it is reported here too)."""
     try:
         device = device_utils.resolve_device(compute_device, "compute_device")
         request_for(compute_name(device, role), virtual_vram_gb, donor_device, allocation)
@@ -213,9 +214,6 @@ class DisTorchUNETLoader(core_nodes.UNETLoader):
 
     @classmethod
     def VALIDATE_INPUTS(cls, compute_device, virtual_vram_gb=0.0, donor_device="cpu", allocation=""):
-        verdict = validate_device_value(compute_device, "compute_device")
-        if verdict is not True:
-            return verdict
         return validate_split(compute_device, "unet", virtual_vram_gb, donor_device, allocation)
 
     def load_distorch(self, unet_name, weight_dtype, compute_device, keep_loaded, virtual_vram_gb=0.0,
@@ -249,9 +247,6 @@ class DisTorchCLIPLoader(core_nodes.CLIPLoader):
 
     @classmethod
     def VALIDATE_INPUTS(cls, compute_device, virtual_vram_gb=0.0, donor_device="cpu", allocation=""):
-        verdict = validate_device_value(compute_device, "compute_device")
-        if verdict is not True:
-            return verdict
         return validate_split(compute_device, "clip", virtual_vram_gb, donor_device, allocation)
 
     def load_distorch(self, clip_name, type, compute_device, keep_loaded, virtual_vram_gb=0.0,
@@ -284,9 +279,6 @@ class DisTorchDualCLIPLoader(core_nodes.DualCLIPLoader):
 
     @classmethod
     def VALIDATE_INPUTS(cls, compute_device, virtual_vram_gb=0.0, donor_device="cpu", allocation=""):
-        verdict = validate_device_value(compute_device, "compute_device")
-        if verdict is not True:
-            return verdict
         return validate_split(compute_device, "clip", virtual_vram_gb, donor_device, allocation)
 
     def load_distorch(self, clip_name1, clip_name2, type, compute_device, keep_loaded, virtual_vram_gb=0.0,

@@ -14,16 +14,20 @@ log = logging.getLogger("distorch.routes")
 CAPABILITIES: tuple[str, ...] = ("memory", "placement", "modes")
 
 
+def host_server():
+    """ComfyUI's PromptServer instance, or None outside a running ComfyUI (main.py imports
+    ``server`` before custom nodes; benchmarks and unit tests import the pack without one)."""
+    import sys
+
+    return getattr(getattr(sys.modules.get("server"), "PromptServer", None), "instance", None)
+
+
 def register(server=None) -> list[str]:
     """Add every capability's routes to the server's route table; returns the modules added."""
     import importlib
-    import sys
 
     if server is None:
-        # Only inside a running ComfyUI (main.py imports server before custom nodes); an
-        # in-process import of the pack (benchmarks, unit tests) gets no routes.
-        host_server = sys.modules.get("server")
-        server = getattr(getattr(host_server, "PromptServer", None), "instance", None)
+        server = host_server()
         if server is None:
             log.debug("no ComfyUI PromptServer in this process: routes not registered")
             return []

@@ -18,6 +18,7 @@ from aiohttp import web
 from .. import device_utils
 from ..distorch.memory import fingerprint, report_document
 from ..model_management_mgpu import memory_control, offload_settings
+from . import host_server
 from .http import BadRequest, error_response, expect_type, json_body
 
 log = logging.getLogger("distorch.routes.memory")
@@ -65,7 +66,7 @@ def _summary(document: dict) -> dict:
             "models": [m["name"] for m in document["models"]]}
 
 
-def add_routes(routes, server=None) -> None:
+def add_routes(routes) -> None:
     reporter = MemoryReporter()
 
     @routes.get("/internal/memory")
@@ -93,7 +94,7 @@ def add_routes(routes, server=None) -> None:
         if control is None:
             return error_response(503, "memory control is off in this ComfyUI (see the comfyui-distorch start-up "
                                        "line): use ComfyUI's POST /free instead")
-        host = server or _server()
+        host = host_server()
         before = reporter.fresh()
         target = control.request_force() if force else control.next_flow()
         host.prompt_queue.set_flag("unload_models", True)
@@ -124,7 +125,7 @@ def add_routes(routes, server=None) -> None:
                                  "current prompt finishes")
         return web.json_response(result, status=200 if done else 202)
 
-    host = server or _server()
+    host = host_server()
     if host is not None:
         _start_memory_events(host, reporter)
         control = memory_control()
@@ -142,12 +143,6 @@ def _wake_worker(queue) -> None:
         return
     with condition:
         condition.notify()
-
-
-def _server():
-    import sys
-
-    return getattr(getattr(sys.modules.get("server"), "PromptServer", None), "instance", None)
 
 
 def _start_memory_events(server, reporter: MemoryReporter) -> None:

@@ -13,6 +13,7 @@ import uuid
 
 from aiohttp import web
 
+from . import host_server
 from .http import BadRequest, error_response, expect_type, json_body
 
 log = logging.getLogger("distorch.routes")
@@ -52,9 +53,8 @@ def _loaded_models() -> list[dict]:
 async def queue_prompt(prompt: dict, client_id: str | None = None) -> str:
     """Queue an API-format prompt the way POST /prompt does (validated, at the back of the queue)."""
     import execution
-    from server import PromptServer
 
-    server = PromptServer.instance
+    server = host_server()
     prompt_id = str(uuid.uuid4())
     valid = execution.validate_prompt(prompt_id, prompt, None)
     if inspect.isawaitable(valid):
@@ -116,11 +116,9 @@ def generate_prompt(mode: str, spec, body: dict) -> tuple[dict, int]:
 
 
 async def _wait_for(prompt_id: str, timeout: float) -> dict | None:
-    from server import PromptServer
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        history = PromptServer.instance.prompt_queue.get_history(prompt_id=prompt_id)
+        history = host_server().prompt_queue.get_history(prompt_id=prompt_id)
         entry = history.get(prompt_id)
         if entry and entry.get("status", {}).get("completed") is not None:
             return entry

@@ -1,4 +1,4 @@
-"""The benchmark runs (quick mode) and prints its ratios. Not a timed test: figures are recorded
+"""Every benchmark runs (quick mode) and prints its figures. Not timed tests: figures are recorded
 from full runs in BENCHMARKS.md."""
 import re
 import subprocess
@@ -7,20 +7,45 @@ import sys
 import hostenv
 
 
+def run_quick(script: str, timeout: int = 600) -> str:
+    """Run ``bench/<script> --quick``; its stdout, or a failure showing what it printed."""
+    result = subprocess.run([sys.executable, str(hostenv.REPO_ROOT / "bench" / script), "--quick"],
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
 def test_bench_loaders_quick_prints_ratios():
-    result = subprocess.run([sys.executable, str(hostenv.REPO_ROOT / "bench" / "bench_loaders.py"), "--quick"],
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    out = run_quick("bench_loaders.py")
     rows = {m.group(1).strip(): float(m.group(2))
-            for m in re.finditer(r"^(load|sampling step)\s+[\d.]+\s+[\d.]+\s+([\d.]+)$", result.stdout, re.M)}
-    assert set(rows) == {"load", "sampling step"}, result.stdout
+            for m in re.finditer(r"^(load|sampling step)\s+[\d.]+\s+[\d.]+\s+([\d.]+)$", out, re.M)}
+    assert set(rows) == {"load", "sampling step"}, out
     assert all(ratio > 0 for ratio in rows.values())
 
 
 def test_bench_memory_route_quick_prints_ratios():
-    result = subprocess.run([sys.executable, str(hostenv.REPO_ROOT / "bench" / "bench_memory_route.py"), "--quick"],
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    ratios = dict(re.findall(r"^ratio (p50|p99) ([\d.]+)$", result.stdout, re.M))
-    assert set(ratios) == {"p50", "p99"} and all(float(v) > 0 for v in ratios.values()), result.stdout
-    assert re.search(r"^/internal/memory\s+[\d.]+\s+[\d.]+", result.stdout, re.M), result.stdout
+    out = run_quick("bench_memory_route.py")
+    ratios = dict(re.findall(r"^ratio (p50|p99) ([\d.]+)$", out, re.M))
+    assert set(ratios) == {"p50", "p99"} and all(float(v) > 0 for v in ratios.values()), out
+    assert re.search(r"^/internal/memory\s+[\d.]+\s+[\d.]+", out, re.M), out
+
+
+def test_bench_split_quick_prints_the_cpu_ratio():
+    out = run_quick("bench_split.py")
+    match = re.search(r"^sampling step\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", out, re.M)
+    assert match, out
+    assert float(match.group(3)) > 0
+    offloaded = re.search(r"# CPU: compute cpu, donor cpu, ([\d.]+) MiB", out)
+    assert offloaded and float(offloaded.group(1)) > 0, out
+
+
+def test_bench_modes_quick_prints_ratios():
+    out = run_quick("bench_modes.py", timeout=900)
+    rows = {m.group(1).strip(): float(m.group(2))
+            for m in re.finditer(r"^([a-z][a-z0-9 ,/]+?)\s+[\d.]+\s+[\d.]+\s+([\d.]+)$", out, re.M)}
+    assert {"cold switch / core checkpoint", "cached switch / cold switch", "detect, fp32 / fp16 file",
+            "load, fp32 / fp16 file"} <= set(rows), out
+    assert all(ratio >= 0 for ratio in rows.values()), out
+    assert rows["cold switch / core checkpoint"] > 0 and rows["load, fp32 / fp16 file"] > 0, out
+    assert rows["cached switch / cold switch"] < 0.5, "a cached switch is not faster than a cold one"
+    assert re.search(r"^reload p50 [\d.]+ ms, p95 [\d.]+ ms", out, re.M), out

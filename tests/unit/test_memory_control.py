@@ -89,11 +89,13 @@ def test_survivors_outlive_the_node_cache_until_the_next_prompt(mm, control, mak
 
 def test_force_unloads_everything_and_releases_retained_outputs(mm, control, make_model):
     kept = make_model("kept.safetensors", keep_loaded=True)
-    make_model("core")
+    core = make_model("core")  # alive (the node cache's reference): force must unload it too
     control.retained.put(("key",), (kept,))
     target = control.request_force()
     mm.unload_all_models()
     assert loaded(mm) == [] and len(control.retained) == 0 and control.last_unload["mode"] == "force"
+    assert sorted(control.last_unload["unloaded"]) == sorted(["kept.safetensors (unet)", "Linear"])
+    assert core.loaded_size() == 0 and kept.loaded_size() == 0
     assert control.flows_started == target
     mm.soft_empty_cache()
     assert control.flows_completed == target
