@@ -48,6 +48,7 @@ def main() -> int:
     import comfy.model_management as mm
 
     apply = importlib.import_module("comfyui_distorch.distorch.apply")
+    whole_size = importlib.import_module("comfyui_distorch.distorch.placement").whole_size
     unet = Path(unet_file(args.unet_depth)).name
     loader = pack.NODE_CLASS_MAPPINGS["DisTorchUNETLoader"]()
     clip = nodes.CLIPLoader().load_clip("distorch-test-clip-l.safetensors", "stable_diffusion")[0]
@@ -82,7 +83,7 @@ def main() -> int:
     times = alternate(args.rounds, {name: sampler(model) for name, model in contenders.items()})
     whole, ours = median(times["unsplit"]) / args.steps, median(times["split"]) / args.steps
     print(f"# CPU: compute cpu, donor cpu, {offloaded / 2**20:.1f} MiB of "
-          f"{contenders['split'].model_size() / 2**20:.1f} MiB offloaded (weights stay in RAM: cast path only)")
+          f"{whole_size(contenders['split']) / 2**20:.1f} MiB offloaded (weights stay in RAM: cast path only)")
     print(f"{'measure':<22}{'unsplit (s)':>12}{'split (s)':>12}{'ratio':>8}")
     print(f"{'sampling step':<22}{whole:>12.4f}{ours:>12.4f}{ours / whole:>8.3f}")
     del contenders, split

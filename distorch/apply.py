@@ -15,6 +15,11 @@ original each time (nothing of the host is copied):
   device are pinned with the host's ``pin_weight_to_device``.
 - ``unpatch_model``: after the host restores weights and moves the model home, the placement
   marks are cleared so the next load places the modules again.
+- ``model_size``: the bytes the model asks of its compute device, i.e. without what the plan puts
+  on donors. The host sizes its requests with it (``LoadedModel.model_memory_required``, and
+  ``model_offloaded_memory`` when a loaded model is used again), so it frees room for the compute
+  share only and never evicts other models for bytes that stay on a donor. ``get_ram_usage`` and
+  ``clone`` keep the whole size.
 
 The plan travels in the patcher's ``attachments``, which ``clone()`` keeps, and clones are built
 with ``self.__class__``: every clone (LoRA, model patches) stays split.
@@ -48,6 +53,10 @@ class SplitPlacement:
     request: str                                                  # the allocation, as the user gave it
     offloaded: dict[str, str] = field(default_factory=dict, hash=False)  # module -> donor device name
 
+    @property
+    def offloaded_bytes(self) -> int:
+        return sum(held for slot, held in self.plan.device_bytes.items() if slot != self.plan.compute_device)
+
     @classmethod
     def from_plan(cls, plan: Plan, request: str) -> "SplitPlacement":
         offloaded = {name: slot_device(slot) for name, slot in plan.assignment.items()
@@ -66,6 +75,24 @@ class DisTorchModelPatcher(model_patcher.ModelPatcher):
     def _distorch_split(self) -> SplitPlacement | None:
         split = split_of(self)
         return split if split is not None and split.offloaded else None
+
+    def whole_model_size(self) -> int:
+        """All the model's weight bytes, wherever the plan puts them."""
+        return super().model_size()
+
+    def model_size(self):
+        whole = super().model_size()
+        split = self._distorch_split()
+        return whole if split is None else max(0, whole - split.offloaded_bytes)
+
+    def get_ram_usage(self):
+        return self.whole_model_size()
+
+    def clone(self, *args, **kwargs):
+        # The host builds the clone with this patcher's model_size(): give it the whole size back.
+        clone = super().clone(*args, **kwargs)
+        clone.size = self.whole_model_size()
+        return clone
 
     def _load_list(self, *args, **kwargs):
         units = super()._load_list(*args, **kwargs)

@@ -33,3 +33,10 @@ def placement_of(patcher) -> ModelPlacement | None:
     attachments = getattr(patcher, "attachments", None) or {}
     found = attachments.get(ATTACHMENT_KEY)
     return found if isinstance(found, ModelPlacement) else None
+
+
+def whole_size(patcher) -> int:
+    """A model's weight bytes in all, split or not (what it holds in RAM when unloaded): a split
+    model's ``model_size()`` counts only its compute device's share."""
+    whole = getattr(patcher, "whole_model_size", None) or patcher.model_size
+    return int(whole())

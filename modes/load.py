@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from .. import device_utils
 from ..distorch.checks import explain_load_failure
+from ..distorch.placement import whole_size
 from ..model_management_mgpu import device_override
 from ..nodes.loaders import apply_split_inputs, record
 from .schema import ModeSpec
@@ -47,7 +48,7 @@ def _size(*patchers) -> int:
     total = 0
     for patcher in patchers:
         if patcher is not None and hasattr(patcher, "model_size"):
-            total += int(patcher.model_size())
+            total += whole_size(patcher)
     return total
 
 

@@ -29,7 +29,7 @@ def _loaded_models() -> list[dict]:
     """What ComfyUI's model management holds right now, with the pack's placement record."""
     import comfy.model_management as mm
 
-    from ..distorch.placement import placement_of
+    from ..distorch.placement import placement_of, whole_size
 
     result = []
     for loaded in list(getattr(mm, "current_loaded_models", [])):
@@ -38,7 +38,7 @@ def _loaded_models() -> list[dict]:
             continue
         placement = placement_of(patcher)
         try:
-            size = int(patcher.model_size())
+            size = whole_size(patcher)
             on_device = int(loaded.model_loaded_memory()) if hasattr(loaded, "model_loaded_memory") else None
         except Exception:
             size, on_device = None, None

@@ -41,6 +41,7 @@ def main() -> int:
     import comfy.model_management as mm
 
     apply = importlib.import_module("comfyui_distorch.distorch.apply")
+    whole_size = importlib.import_module("comfyui_distorch.distorch.placement").whole_size
     unet = Path(unet_file(args.unet_depth)).name
     clip = nodes.CLIPLoader().load_clip("distorch-test-clip-l.safetensors", "stable_diffusion")[0]
     positive = nodes.CLIPTextEncode().encode(clip, "a red cube")[0]
@@ -68,8 +69,8 @@ def main() -> int:
         entry = {
             "allocation": allocation,
             "latent": result.flatten().tolist(),
-            "model_bytes": model.model_size(),
-            "planned_compute_bytes": split.plan.device_bytes["cuda:0"] if split else model.model_size(),
+            "model_bytes": whole_size(model),
+            "planned_compute_bytes": split.plan.device_bytes["cuda:0"] if split else whole_size(model),
             "largest_offloaded": max((m.weight.numel() * m.weight.element_size()
                                       for n, m in model.model.named_modules()
                                       if split and n in split.offloaded and getattr(m, "weight", None) is not None),

@@ -99,12 +99,36 @@ def test_split_runs_offloaded_layers_through_the_host_cast_and_matches(comfy_hos
     modules = dict(patcher.model.named_modules())
     assert all(modules[name].comfy_cast_weights and getattr(modules[name], PLACED_MARK) for name in offloaded)
     assert not modules["blocks.0"].comfy_cast_weights or "blocks.0" in offloaded
-    # The host counts only what the plan keeps on the compute device.
-    assert patcher.loaded_size() == plan.device_bytes["cpu"] < patcher.model_size()
+    # The host counts only what the plan keeps on the compute device, and sees nothing more to
+    # load there (the donor's share is not "offloaded memory" it should make room for).
+    assert patcher.loaded_size() == plan.device_bytes["cpu"] == patcher.model_size() < patcher.whole_model_size()
     (loaded,) = [m for m in comfy_host.mm.current_loaded_models if m.model is patcher]
-    assert loaded.model_offloaded_memory() == plan.device_bytes["cpu (donor)"]
+    assert loaded.model_offloaded_memory() == 0
     # A second run reuses the placement and gives the same result.
     assert torch.equal(run(comfy_host, patcher), expected)
+
+
+def test_host_asks_room_for_the_compute_share_only(comfy_host):
+    """load_models_gpu frees model_memory_required() on the compute device before a load (and
+    model_offloaded_memory() when the model is used again): for a split model that must be the
+    compute device's share, or the host evicts other models for bytes that stay on the donor."""
+    patcher = patcher_of(comfy_host, tiny_model(comfy_host))
+    whole = patcher.model_size()
+    plan = split(comfy_host, patcher)
+    compute_share, donor_share = plan.device_bytes["cpu"], plan.device_bytes["cpu (donor)"]
+    assert compute_share + donor_share == whole and donor_share > 0
+    fresh = comfy_host.mm.LoadedModel(patcher)
+    assert fresh.model_memory_required(torch.device("cpu")) == compute_share
+    run(comfy_host, patcher)
+    (loaded,) = [m for m in comfy_host.mm.current_loaded_models if m.model is patcher]
+    assert loaded.model_memory_required(patcher.current_loaded_device()) == 0
+    # Evicting part of the compute share makes exactly that much "offloaded" again.
+    freed = patcher.partially_unload(patcher.offload_device, compute_share // 2)
+    assert 0 < freed and loaded.model_offloaded_memory() == freed
+    # RAM use and clones still count the whole model; a clone asks for the same share.
+    clone = patcher.clone()
+    assert patcher.get_ram_usage() == clone.get_ram_usage() == whole
+    assert clone.model_size() == compute_share and clone.whole_model_size() == whole
 
 
 def test_patches_on_offloaded_layers_match_the_single_device_run_and_follow_strength(comfy_host):
@@ -142,7 +166,7 @@ def test_three_split_models_are_evicted_and_freed_like_core_models(comfy_host):
         split(comfy_host, patcher)
         run(comfy_host, patcher)
     assert len(mm.current_loaded_models) == 3
-    assert all(0 < p.loaded_size() < p.model_size() for p in patchers)
+    assert all(0 < p.loaded_size() == p.model_size() < p.whole_model_size() for p in patchers)
     unloaded = mm.free_memory(1e30, torch.device("cpu"))  # what unload_all_models does on this host
     assert len(unloaded) == 3 and mm.current_loaded_models == []
     for patcher in patchers:
