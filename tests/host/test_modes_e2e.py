@@ -236,6 +236,12 @@ BAD_FILES = {
         f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join('*' + chr(97 + i) for _ in range(10))}]\n" for i in range(6)),
         "alias bomb"),
     "oversized": ("#" + "x" * (1 << 20) + "\n", "may be at most"),
+    "absent device": ("model_root: {root}\nmodes:\n  a: {{model: sd15/a.safetensors, compute_device: cuda:7}}\n",
+                      "device 'cuda:7' is not present on this machine"),
+    "bad allocation": ("model_root: {root}\nmodes:\n  a: {{model: sd15/a.safetensors, allocation: 'cpu,12qb'}}\n",
+                       "unknown unit 'qb'"),
+    "bad weight_dtype": ("model_root: {root}\nmodes:\n  a: {{model: sd15/a.safetensors, weight_dtype: fp4}}\n",
+                         "'fp4' is not allowed"),
 }
 
 
@@ -434,3 +440,32 @@ def test_a_mode_allocation_splits_its_model_with_the_same_result(comfy_modes, mo
     log = comfy_modes.log_text()[log_start:]
     assert f"mode '{split}': placement of" in log and "cpu (donor)" in log, log[-3000:]
     torch.testing.assert_close(halves, unsplit, rtol=0, atol=0)
+
+
+def test_a_mode_weight_dtype_and_compute_device_reach_the_model(comfy_modes, modes_files):
+    """`weight_dtype: fp8_e4m3fn` stores the diffusion model's weights in one byte each (the
+    UNet shrinks and the result changes); `compute_device: cpu` runs it on the named device."""
+    root, modes_file = modes_files
+    text, names = fresh_modes(root)
+    fp8, on_cpu = f"fp8-{names['x']}", f"cpu-{names['x']}"
+    for name, setting in ((fp8, "weight_dtype: fp8_e4m3fn"), (on_cpu, "compute_device: cpu")):
+        text += (f"  {name}:\n    model: fresh/{names['x']}.safetensors\n    {setting}\n"
+                 f"    default_size: \"64x64\"\n    default_steps: 2\n    default_guidance: 5.0\n")
+    apply_modes(comfy_modes, modes_file, text)
+
+    def unet_report(mode):
+        latent = saved_latent(comfy_modes, comfy_modes.run(mode_graph(mode, seed=5, prefix=f"dtype-{mode}")))
+        models = comfy_modes.get("/internal/memory")["models"]
+        unet = next(m for m in models if m["name"].startswith(f"{mode}:") and m["component"] == "unet")
+        return latent, unet
+
+    default_latent, default_unet = unet_report(names["x"])
+    fp8_latent, fp8_unet = unet_report(fp8)
+    cpu_latent, cpu_unet = unet_report(on_cpu)
+    default_bytes, fp8_bytes = sum(default_unet["devices"].values()), sum(fp8_unet["devices"].values())
+    # Norms and biases stay wide: the fp8 model holds well under half the bytes, not exactly a quarter.
+    assert fp8_bytes < 0.5 * default_bytes, (fp8_bytes, default_bytes)
+    # The synthetic UNet's random weights amplify rounding, so only "ran, finite, changed" is checked.
+    assert torch.isfinite(fp8_latent).all() and not torch.equal(fp8_latent, default_latent)
+    assert cpu_unet["compute_device"] == "cpu" and set(cpu_unet["devices"]) == {"cpu"}
+    torch.testing.assert_close(cpu_latent, default_latent, rtol=0, atol=0)
