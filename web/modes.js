@@ -6,7 +6,16 @@ import { api } from "../../scripts/api.js";
 const NODE = "DisTorchModeSwitch";
 const NO_MODES = "(no modes)";
 
+// One file save can be reported twice (the file watcher and an explicit reload): the same text
+// within this window is shown once.
+const REPEAT_WINDOW_MS = 5000;
+const recentToasts = new Map();
+
 function toast(severity, detail) {
+  const now = Date.now();
+  for (const [text, at] of recentToasts) if (now - at > REPEAT_WINDOW_MS) recentToasts.delete(text);
+  if (recentToasts.has(detail)) return;
+  recentToasts.set(detail, now);
   const toasts = app.extensionManager?.toast;
   if (toasts) toasts.add({ severity, summary: "DisTorch modes", detail, life: 8000 });
   else console.warn(`DisTorch modes: ${detail}`);
