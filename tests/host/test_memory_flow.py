@@ -248,3 +248,59 @@ def test_core_only_workflow_unloads_as_without_the_pack(clean, comfy_core):
     assert memory(clean)["last_unload"]["mode"] == "core"
     core = run_unload_run(comfy_core, press_twice)
     assert with_pack == core and len(core) >= 2, (with_pack, core)
+
+
+def test_three_split_models_in_sequence_hold_what_core_holds(clean, model_cache):
+    """One workflow runs three UNets in sequence (each refines the last one's latent): with split
+    DisTorch loaders the server ends holding the same models and bytes as with core loaders (no
+    model kept in RAM that core frees), and Manager's unload empties both the same way."""
+    host = clean
+    data = (model_cache / "diffusion_models" / workflows.UNET).read_bytes()
+    names = [f"sequence-{index}.safetensors" for index in range(3)]
+    paths = [host.add_model_file("diffusion_models", name, data) for name in names]
+
+    def sequence(kind: str) -> dict:
+        loaders = (workflows.separate_loaders("core") if kind == "core"
+                   else workflows.separate_loaders("distorch", compute_device="cpu"))
+        graph = workflows.separate_txt2img(loaders, prefix=f"sequence-{kind}")
+        latent = ["6", 0]
+        for index, name in enumerate(names):
+            loader, sampler = str(100 + index), str(110 + index)
+            if kind == "core":
+                graph[loader] = {"class_type": "UNETLoader", "inputs": {"unet_name": name, "weight_dtype": "default"}}
+            else:
+                graph[loader] = {"class_type": "DisTorchUNETLoader", "inputs": {
+                    "unet_name": name, "weight_dtype": "default", "compute_device": "cpu", "keep_loaded": False,
+                    "virtual_vram_gb": 0.03, "donor_device": "cpu", "allocation": ""}}
+            graph[sampler] = dict(graph["7"], inputs=dict(graph["7"]["inputs"], model=[loader, 0], latent_image=latent,
+                                                         denoise=1.0 if index == 0 else 0.5))
+            latent = [sampler, 0]
+        graph[workflows.SAVE_LATENT]["inputs"]["samples"] = latent
+        graph["8"]["inputs"]["samples"] = latent
+        del graph["1"], graph["7"]
+        return graph
+
+    def unets(document) -> list[dict]:
+        return [m for m in document["models"] if m["name"] in names or m["class"] == "BaseModel"]
+
+    held = {}
+    try:
+        for kind in ("core", "distorch"):
+            start = rss(host)
+            host.run(sequence(kind))
+            document = memory(host)
+            models = unets(document)
+            held[kind] = {"count": len(models), "states": sorted(m["state"] for m in models),
+                          "bytes": sum(sum(m["devices"].values()) for m in models), "rss": rss(host) - start}
+            since = time.time()
+            post_free(host, MANAGER_FREE)
+            assert unets(wait_for_flow(host, since, MANAGER_FREE)) == [], f"{kind}: models left after Manager's unload"
+            status, body = host.request("POST", "/distorch/free", {"force": True})
+            assert status == 200, body
+    finally:
+        for path in paths:
+            path.unlink(missing_ok=True)
+    core, ours = held["core"], held["distorch"]
+    assert ours["count"] == core["count"] == 3 and ours["states"] == core["states"] == ["loaded"] * 3
+    assert ours["bytes"] == core["bytes"]
+    assert ours["rss"] <= core["rss"] * 1.15 + (32 << 20), held
