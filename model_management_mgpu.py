@@ -272,6 +272,7 @@ class MemoryControl:
         self.force_requested = False
         self.unloading = False
         self.trim_pending = False
+        self.loaded_count_seen = 0  # models loaded at the last cache pass
         self.flows_started = 0
         self.flows_completed = 0
         self.last_unload: dict | None = None
@@ -321,19 +322,25 @@ class MemoryControl:
     def soft_empty_cache(self, original, *args, **kwargs):
         result = original(*args, **kwargs)
         with self.lock:
-            self._note_devices(list(self.module.current_loaded_models))
+            entries = list(self.module.current_loaded_models)
+            self._note_devices(entries)
+            # Newer hosts call soft_empty_cache after every node (and during sampling): the extra
+            # pass runs only when models were released since the last one (an unload flow, or the
+            # host evicting), the only time it has anything to give back.
+            released = self.trim_pending or len(entries) < self.loaded_count_seen
+            self.loaded_count_seen = len(entries)
             try:
                 current = str(self.module.get_torch_device())
             except Exception:
                 current = None
-            others = sorted(d for d in self.held_devices if d not in (current, "cpu"))
+            others = sorted(d for d in self.held_devices if d not in (current, "cpu")) if released else []
             trim = self.trim_pending
             self.trim_pending = False
             with self.flags:
                 completed = self.flows_completed if self.unloading else self.flows_started
         for device in others:
             device_utils.empty_device_cache(device)
-        if not trim and self.pack_seen:
+        if not trim and released and self.pack_seen:
             try:
                 trim = device_utils.read_ram().percent_used >= _ram_trim_percent()
             except Exception:
