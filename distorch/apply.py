@@ -7,9 +7,9 @@ original each time (nothing of the host is copied):
   ``partially_unload`` only ever load / evict what the plan keeps on the compute device. The host's
   accounting (``loaded_size``, ``current_loaded_models``) therefore counts exactly the bytes that
   sit on the compute device, and its eviction keeps working.
-- ``load``: after the host's load, each offloaded module gets its weights patched (LoRA etc.) at
-  full precision on the compute device with the host's ``patch_weight_to_device``, exactly as the
-  host patches the modules it loads, then moves to its donor and is marked for the host's
+- ``load``: after the host's load, each offloaded module gets its weights patched (LoRA etc.) on
+  the compute device with the host's ``patch_weight_to_device``, exactly as the host patches the
+  modules it loads, then moves to its donor and is marked for the host's
   per-layer casting (``comfy_cast_weights``): at each forward ``comfy.ops`` copies its weights to
   the input's device (on the host's offload stream where it has one). CPU donors of a CUDA compute
   device are pinned with the host's ``pin_weight_to_device``.
@@ -18,8 +18,8 @@ original each time (nothing of the host is copied):
 - ``model_size``: the bytes the model asks of its compute device, i.e. without what the plan puts
   on donors. The host sizes its requests with it (``LoadedModel.model_memory_required``, and
   ``model_offloaded_memory`` when a loaded model is used again), so it frees room for the compute
-  share only and never evicts other models for bytes that stay on a donor. ``get_ram_usage`` and
-  ``clone`` keep the whole size.
+  share only and never evicts other models for bytes that stay on a donor. ``clone`` keeps the
+  whole size, as does ``get_ram_usage`` (read by ComfyUI's RAM cache up to about 0.3.x).
 
 The plan travels in the patcher's ``attachments``, which ``clone()`` keeps, and clones are built
 with ``self.__class__``: every clone (LoRA, model patches) stays split.
@@ -102,17 +102,21 @@ class DisTorchModelPatcher(model_patcher.ModelPatcher):
         # Each entry ends with (name, module, params) on every ComfyUI that has this method.
         return [unit for unit in units if unit[-3] not in split.offloaded]
 
-    def load(self, device_to=None, lowvram_model_memory=0, force_patch_weights=False, full_load=False):
+    def load(self, device_to=None, lowvram_model_memory=0, force_patch_weights=False, full_load=False, **kwargs):
         split = self._distorch_split()
         if split is None:
             return super().load(device_to, lowvram_model_memory=lowvram_model_memory,
-                                force_patch_weights=force_patch_weights, full_load=full_load)
+                                force_patch_weights=force_patch_weights, full_load=full_load, **kwargs)
         # A "full load" must not move the offloaded modules: ask for a load with unlimited room
         # over the modules the plan keeps (the host then loads each of them completely).
         room = 1e32 if full_load else lowvram_model_memory
         result = super().load(device_to, lowvram_model_memory=room, force_patch_weights=force_patch_weights,
-                              full_load=False)
+                              full_load=False, **kwargs)
         self._place_offloaded(split, device_to if device_to is not None else self.load_device)
+        # The host sizes its frees with the room its own offloaded layers need to run; the split's
+        # offloaded layers need theirs (the plan's reserve) on the same device.
+        held = getattr(self.model, "model_offload_buffer_memory", 0) or 0
+        self.model.model_offload_buffer_memory = max(held, split.plan.reserve_bytes)
         return result
 
     def unpatch_model(self, device_to=None, unpatch_weights=True):
@@ -135,8 +139,8 @@ class DisTorchModelPatcher(model_patcher.ModelPatcher):
             keys = [f"{name}.{param}" for param, _ in module.named_parameters(recurse=False)]
             for key in keys:
                 self.unpin_weight(key)
-                # Full-precision patch on the compute device (a no-op for keys without patches):
-                # the same weights the single-device run computes.
+                # Patched on the compute device by the host's own code (a no-op for keys without
+                # patches), at the host's patch precision: the weights the single-device run computes.
                 self.patch_weight_to_device(key, device_to=compute)
             module.to(target)
             model_patcher.wipe_lowvram_weight(module)
@@ -145,6 +149,10 @@ class DisTorchModelPatcher(model_patcher.ModelPatcher):
                 module.bias_function = list(self.weight_wrapper_patches.get(f"{name}.bias", []))
                 module.prev_comfy_cast_weights = module.comfy_cast_weights
                 module.comfy_cast_weights = True
+                if hasattr(self, "force_cast_weights"):
+                    # What the host's load gives the modules it loads (newer ComfyUI reads it to
+                    # choose between the quantized and the cast path): the same path as unsplit.
+                    module.comfy_force_cast_weights = self.force_cast_weights
             if compute.type == "cuda" and target.type == "cpu":
                 for key in keys:
                     self.pin_weight_to_device(key)

@@ -5,8 +5,10 @@ Rules, in order:
    forward (kind ``fixed``) and anything no larger than ``tiny_bytes`` (moving them costs more in
    transfers than it saves).
 2. The compute device keeps the longest leading run of the remaining modules that fits in its
-   budget while leaving room for the largest module it does not keep (an offloaded layer is cast
-   to the compute device to run, so that much must be free there).
+   budget while leaving room for ``in_flight`` copies of the largest module it does not keep (an
+   offloaded layer is cast to the compute device to run, so that much must be free there; with
+   ComfyUI's offload streams up to NUM_STREAMS + 1 such copies can exist at once, the same
+   reserve ComfyUI makes for its own lowvram layers).
 3. Donors take the rest in the order given (the order the user wrote them), each in module order
    up to its budget.
 Raises PlanError with the shortfall when the budgets cannot hold the model.
@@ -46,7 +48,7 @@ class Plan:
         for device, held in self.device_bytes.items():
             rows.append(f"{device:<12}{held / 2**20:>10.1f}{len(self.modules_on(device)):>9}{held / total:>8.1%}")
         if self.reserve_bytes:
-            rows.append(f"(kept free on {self.compute_device} for the largest offloaded layer: "
+            rows.append(f"(kept free on {self.compute_device} to run offloaded layers: "
                         f"{self.reserve_bytes / 2**20:.1f} MiB)")
         return "\n".join(rows)
 
@@ -60,7 +62,7 @@ def compute_floor(modules: list[ModuleInfo], tiny_bytes: int = DEFAULT_TINY_BYTE
 
 
 def plan_placement(modules: list[ModuleInfo], compute_device: str, budgets: dict[str, int],
-                   tiny_bytes: int = DEFAULT_TINY_BYTES) -> Plan:
+                   tiny_bytes: int = DEFAULT_TINY_BYTES, in_flight: int = 1) -> Plan:
     if compute_device not in budgets:
         raise PlanError(f"no budget for the compute device {compute_device}")
     capacity = budgets[compute_device]
@@ -71,20 +73,22 @@ def plan_placement(modules: list[ModuleInfo], compute_device: str, budgets: dict
         raise PlanError(f"{compute_device} needs {_mib(pinned_bytes)} for embeddings, norms and small "
                         f"modules alone but its budget is {_mib(capacity)}")
 
-    # suffix_max[k] = largest module among movable[k:], the room an offloaded layer needs.
+    # suffix_max[k] = room the offloaded layers need if the compute device keeps movable[:k].
     suffix_max = [0] * (len(movable) + 1)
     for index in range(len(movable) - 1, -1, -1):
-        suffix_max[index] = max(movable[index].bytes, suffix_max[index + 1])
-    kept, used = 0, pinned_bytes
-    for index, module in enumerate(movable):
-        if used + module.bytes + suffix_max[index + 1] > capacity:
-            break
-        used += module.bytes
-        kept = index + 1
+        suffix_max[index] = max(movable[index].bytes * max(1, in_flight), suffix_max[index + 1])
+    # The longest leading run k with run + room for the layers after it within the budget (the
+    # room shrinks as k grows, so every k is tried; keeping everything needs no room at all).
+    kept, used, prefix = None, pinned_bytes, pinned_bytes
+    for k in range(len(movable) + 1):
+        if k:
+            prefix += movable[k - 1].bytes
+        if prefix + suffix_max[k] <= capacity:
+            kept, used = k, prefix
+    if kept is None:
+        raise PlanError(f"{compute_device}'s budget {_mib(capacity)} leaves no room to run offloaded layers "
+                        f"({_mib(suffix_max[0])}) next to what must stay there ({_mib(pinned_bytes)}); give it more")
     reserve = suffix_max[kept]
-    if kept < len(movable) and used + reserve > capacity:
-        raise PlanError(f"{compute_device}'s budget {_mib(capacity)} leaves no room to run an offloaded layer "
-                        f"({_mib(reserve)}) next to what must stay there ({_mib(used)}); give it more")
 
     assignment = {m.name: compute_device for m in pinned + movable[:kept]}
     device_bytes = {compute_device: used}

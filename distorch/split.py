@@ -43,12 +43,13 @@ class SplitRequest:
             return f"{self.allocation.fraction:g} on {self.compute}, rest on {slot_device(self.donor)}"
         return ";".join(f"{slot_device(s.device)},{_amount(s)}" for s in self.allocation.shares)
 
-    def budgets(self, model_bytes: int, compute_room: int | None = None, floor: tuple[int, int] = (0, 0)) -> dict[str, int]:
+    def budgets(self, model_bytes: int, compute_room: int | None = None, floor: tuple[int, int] = (0, 0),
+                in_flight: int = 1) -> dict[str, int]:
         """Bytes each planner slot may hold. When the compute device takes "the rest" ('*'), it
-        gets the rest (at least what must stay there, ``floor[0]``) plus twice the largest
-        movable layer (``floor[1]``): once as room to run an offloaded layer, once because layers
-        are whole (the compute device's run of layers may stop up to one layer short of its
-        budget). The donors then hold at most what the user gave them, within two layers.
+        gets the rest (at least what must stay there, ``floor[0]``) plus ``in_flight + 1`` times
+        the largest movable layer (``floor[1]``): room to run offloaded layers (``in_flight`` of
+        them at once, see the planner), and one more because layers are whole (the compute
+        device's run of layers may stop up to one layer short of its budget). The donors then hold at most what the user gave them, within two layers.
         ``compute_room`` (free memory on the compute device minus the host's reserve) caps the
         compute device's budget unless the user gave it an explicit byte size."""
         budgets = self.allocation.budgets(model_bytes, self.compute, self.donor)
@@ -59,7 +60,7 @@ class SplitRequest:
             if donors:
                 budgets[donors[-1]] = model_bytes
         if any(s.device == self.compute and s.kind == "rest" for s in self.allocation.shares):
-            budgets[self.compute] = max(budgets[self.compute], floor[0]) + 2 * floor[1]
+            budgets[self.compute] = max(budgets[self.compute], floor[0]) + (max(1, in_flight) + 1) * floor[1]
         explicit = any(s.device == self.compute and s.kind == "bytes" for s in self.allocation.shares)
         if compute_room is not None and not explicit:
             budgets[self.compute] = max(0, min(budgets[self.compute], int(compute_room)))

@@ -54,12 +54,28 @@ def bytes_on(model, device: str) -> int:
     return sum(t.nelement() * t.element_size() for t in model.state_dict().values() if t.device == target)
 
 
+def layers_in_flight(device: str) -> int:
+    """How many offloaded layers can be on the compute device at once: ComfyUI's offload streams
+    cast ahead (NUM_STREAMS + 1, the factor the host reserves for its own lowvram layers); one
+    where it copies synchronously."""
+    import comfy.model_management as mm
+
+    streams = int(getattr(mm, "NUM_STREAMS", 0) or 0)
+    return streams + 1 if streams > 0 and torch.device(device).type in ("cuda", "xpu") else 1
+
+
+def plan_budgets(modules, request: SplitRequest, room: int | None) -> dict[str, int]:
+    return request.budgets(sum(m.bytes for m in modules), room, compute_floor(modules, tiny_bytes()),
+                           layers_in_flight(request.compute))
+
+
 def plan_for(modules, request: SplitRequest, room: int | None) -> Plan:
     total = sum(m.bytes for m in modules)
     tiny = tiny_bytes()
-    budgets = request.budgets(total, room, compute_floor(modules, tiny))
+    budgets = plan_budgets(modules, request, room)
     try:
-        return plan_placement(modules, request.compute, budgets, tiny_bytes=tiny)
+        return plan_placement(modules, request.compute, budgets, tiny_bytes=tiny,
+                              in_flight=layers_in_flight(request.compute))
     except PlanError as exc:
         hint = ""
         if room is not None and request.compute in budgets and budgets[request.compute] == max(0, room):

@@ -27,7 +27,7 @@ def plan_response(query) -> dict:
     from ..distorch.modules import header_tensors, modules_from_tensors
     from ..distorch.planner import Plan
     from ..distorch.split import split_request, slot_device
-    from ..distorch.split_model import WEIGHT_DTYPE_BYTES, compute_room, plan_for, tiny_bytes
+    from ..distorch.split_model import WEIGHT_DTYPE_BYTES, compute_room, plan_budgets, plan_for
 
     name = query.get("file", "").strip()
     if not name:
@@ -60,10 +60,7 @@ def plan_response(query) -> dict:
         else:
             plan = plan_for(modules, request, compute_room(compute))
             described = request.describe()
-            from ..distorch.planner import compute_floor
-
-            budgets = request.budgets(sum(m.bytes for m in modules), compute_room(compute),
-                                      compute_floor(modules, tiny_bytes()))
+            budgets = plan_budgets(modules, request, compute_room(compute))
     except ValueError as exc:  # device names, allocation grammar, plan errors, unreadable header
         raise BadRequest(str(exc)) from None
     total = sum(m.bytes for m in modules) or 1

@@ -52,22 +52,40 @@ def test_over_budget_names_the_shortfall():
 
 
 def test_compute_budget_too_small_to_run_an_offloaded_layer():
-    with pytest.raises(PlanError, match="no room to run an offloaded layer"):
+    with pytest.raises(PlanError, match="no room to run offloaded layers"):
         plan_placement(layers(30), "cuda:0", {"cuda:0": 10 * MiB, "cpu": 100 * MiB})
+
+
+def test_streams_reserve_room_for_each_layer_in_flight():
+    model = layers(10, 10, 10, 10, 5, 15)  # 60 MiB
+    budgets = {"cuda:0": 58 * MiB, "cpu": 100 * MiB}
+    # Three layers in flight (2 offload streams + the running one): 3 x 15 MiB must stay free.
+    plan = plan_placement(model, "cuda:0", budgets, in_flight=3)
+    assert plan.modules_on("cuda:0") == ["block.0"] and plan.reserve_bytes == 45 * MiB
+    # With synchronous copies the same budget keeps more, with room for one 15 MiB layer.
+    plan = plan_placement(model, "cuda:0", budgets)
+    assert plan.modules_on("cuda:0") == ["block.0", "block.1", "block.2", "block.3"]
+    assert plan.reserve_bytes == 15 * MiB
+
+
+def test_a_model_that_fits_whole_needs_no_room_for_layers_in_flight():
+    plan = plan_placement(layers(2, 2), "cuda:0", {"cuda:0": 4 * MiB, "cpu": 0}, in_flight=3)
+    assert plan.modules_on("cuda:0") == ["block.0", "block.1"] and plan.reserve_bytes == 0
 
 
 def test_table_lists_each_device():
     plan = plan_placement(layers(10, 10, 5, 15), "cuda:0", {"cuda:0": 36 * MiB, "cpu": 100 * MiB})
     table = plan.table()
-    assert "cuda:0" in table and "cpu" in table and "largest offloaded layer: 15.0 MiB" in table
+    assert "cuda:0" in table and "cpu" in table and "to run offloaded layers: 15.0 MiB" in table
 
 
-@given(st.lists(st.integers(1, 64), min_size=1, max_size=30), st.integers(0, 2048), st.integers(0, 2048))
-def test_plans_are_complete_and_within_budget(sizes, compute_mib, donor_mib):
+@given(st.lists(st.integers(1, 64), min_size=1, max_size=30), st.integers(0, 2048), st.integers(0, 2048),
+       st.integers(1, 4))
+def test_plans_are_complete_and_within_budget(sizes, compute_mib, donor_mib, in_flight):
     modules = layers(*sizes)
     budgets = {"cuda:0": compute_mib * MiB, "cpu": donor_mib * MiB}
     try:
-        plan = plan_placement(modules, "cuda:0", budgets)
+        plan = plan_placement(modules, "cuda:0", budgets, in_flight=in_flight)
     except PlanError:
         # Greedy packing may refuse a tight fit, but never a model the compute device holds whole.
         assert sum(sizes) > compute_mib
