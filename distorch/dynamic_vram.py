@@ -1,7 +1,9 @@
-"""DynamicVRAM (ComfyUI 0.15+, comfy-aimdo): detect it. It builds models with
-``ModelPatcherDynamic`` and streams weights itself, so a DisTorch split cannot be layered on it:
-the pack refuses the split with one message saying what to do, never runs a half-applied plan.
-Pure: the host's ``comfy.model_patcher`` module is passed in."""
+"""DynamicVRAM (newer ComfyUI, comfy-aimdo; on by default on NVIDIA): detect it and get out of its
+way. It builds models with ``ModelPatcherDynamic``, which streams weights itself, so a DisTorch
+split cannot be layered on such a model. Where the host can build a plain ``ModelPatcher`` copy of
+the model (``clone(disable_dynamic=True)``, the host's own way out of DynamicVRAM, used for hooks),
+the split is applied to that copy; otherwise it is refused with one message saying what to do.
+Never a half-applied plan. Pure: the host's ``comfy.model_patcher`` module is passed in."""
 from __future__ import annotations
 
 import logging
@@ -9,9 +11,9 @@ import logging
 log = logging.getLogger("distorch.dynamic_vram")
 
 MESSAGE = ("ComfyUI's DynamicVRAM is on (models are built with ModelPatcherDynamic, which moves weights "
-           "itself), so DisTorch cannot split this model. To split with virtual_vram_gb / allocation, start "
-           "ComfyUI with --disable-dynamic-vram; or set virtual_vram_gb to 0 and leave allocation empty to let "
-           "DynamicVRAM manage the weights.")
+           "itself), and DisTorch cannot get a plain copy of this model from ComfyUI (text encoders, or a ComfyUI "
+           "without clone(disable_dynamic=True)), so it cannot split it. To split with virtual_vram_gb / allocation, start ComfyUI with --disable-dynamic-vram; or set "
+           "virtual_vram_gb to 0 and leave allocation empty to let DynamicVRAM manage the weights.")
 _reported = set()
 
 
@@ -39,3 +41,17 @@ def report_once(model_patcher_module) -> bool:
         _reported.add("logged")
         log.warning("comfyui-distorch: %s", MESSAGE)
     return active
+
+
+def static_copy(patcher, model_patcher_module):
+    """The host's plain-ModelPatcher copy of a DynamicVRAM model (``clone(disable_dynamic=True)``
+    rebuilds it from its file through ``cached_patcher_init``), or None where the host cannot make
+    one. Patches and attachments come along, as with every clone."""
+    if getattr(patcher, "cached_patcher_init", None) is None:
+        return None
+    try:
+        copy = patcher.clone(disable_dynamic=True)
+    except (TypeError, RuntimeError) as exc:  # an older clone() signature, or no way to rebuild
+        log.debug("no non-dynamic copy of %s: %s", type(patcher).__name__, exc)
+        return None
+    return None if is_dynamic(copy, model_patcher_module) else copy

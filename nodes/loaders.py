@@ -93,9 +93,18 @@ def validate_split(compute_device, role: str, virtual_vram_gb, donor_device, all
     the node (a bad device name is a DeviceNameError, a ValueError, so it is reported here too)."""
     try:
         device = device_utils.resolve_device(compute_device, "compute_device")
-        request_for(compute_name(device, role), virtual_vram_gb, donor_device, allocation)
+        compute = compute_name(device, role)
+        request = request_for(compute, virtual_vram_gb, donor_device, allocation)
     except ValueError as exc:
         return str(exc)
+    if request is not None and role == "clip" and compute != "cpu":
+        # A text encoder under DynamicVRAM cannot be swapped for a plain copy: say so before loading.
+        import comfy.model_patcher as model_patcher
+
+        from ..distorch import dynamic_vram
+
+        if dynamic_vram.host_uses_dynamic_vram(model_patcher):
+            return dynamic_vram.MESSAGE
     return True
 
 
@@ -129,6 +138,8 @@ def apply_split_inputs(holder, get_patcher, label: str, virtual_vram_gb, donor_d
 
     failure = None
     try:
+        if holder is patcher:  # a MODEL: under DynamicVRAM, split the host's plain copy of it
+            holder = patcher = without_dynamic_vram(patcher, label)
         split_loaded_model(patcher, request, label)
     except (ValueError, RuntimeError) as exc:  # PlanError, SplitUnsupported
         failure = str(exc)
@@ -137,6 +148,24 @@ def apply_split_inputs(holder, get_patcher, label: str, virtual_vram_gb, donor_d
         gc.collect()
         raise RuntimeError(failure)
     return holder
+
+
+def without_dynamic_vram(patcher, label: str):
+    """``patcher`` itself, or for a DynamicVRAM model the host's plain ModelPatcher copy of it
+    (built again from the file; the dynamic one is dropped). Where the host has no such copy the
+    split step refuses the model with its message."""
+    import comfy.model_patcher as model_patcher
+
+    from ..distorch import dynamic_vram
+
+    if not dynamic_vram.is_dynamic(patcher, model_patcher):
+        return patcher
+    copy = dynamic_vram.static_copy(patcher, model_patcher)
+    if copy is None:
+        return patcher
+    log.info("%s: ComfyUI's DynamicVRAM is on; splitting ComfyUI's own non-dynamic copy of the model "
+             "(read from the file again, the dynamic one is released)", label)
+    return copy
 
 
 def device_input(tooltip: str):

@@ -229,6 +229,51 @@ def test_dynamic_vram_is_detected_and_refused_with_one_clear_message(comfy_host,
         apply_split(OtherPatcher(tiny_model(comfy_host), load_device=cpu, offload_device=cpu), None)
 
 
+def test_dynamic_vram_model_is_split_through_the_hosts_plain_copy(comfy_host, pack_module, monkeypatch):
+    """Newer ComfyUI turns DynamicVRAM on by default. Its ModelPatcherDynamic.clone(disable_dynamic=True)
+    rebuilds the model from its file (cached_patcher_init) as a plain ModelPatcher; the loaders split
+    that copy. 0.3.75 has no DynamicVRAM: the stand-in below reproduces only that documented contract."""
+    mp = comfy_host.mp
+    loaders, apply, placement = (pack_module(n) for n in ("nodes.loaders", "distorch.apply", "distorch.placement"))
+    cpu = torch.device("cpu")
+    built = []
+
+    class ModelPatcherDynamic(mp.ModelPatcher):
+        def clone(self, disable_dynamic=False, **kwargs):
+            if not disable_dynamic:
+                return super().clone()
+            if self.cached_patcher_init is None:
+                raise RuntimeError("Cannot create non-dynamic delegate: cached_patcher_init is not initialized.")
+            plain = self.cached_patcher_init[0](*self.cached_patcher_init[1], disable_dynamic=True)
+            plain.patches = {key: value[:] for key, value in self.patches.items()}
+            plain.attachments = dict(self.attachments)
+            return plain
+
+    def load_from_file(seed, disable_dynamic=False):
+        built.append("plain" if disable_dynamic else "dynamic")
+        patcher = (mp.ModelPatcher if disable_dynamic else ModelPatcherDynamic)(
+            tiny_model(comfy_host, seed), load_device=cpu, offload_device=cpu)
+        patcher.cached_patcher_init = (load_from_file, (seed,))
+        return patcher
+
+    monkeypatch.setattr(mp, "ModelPatcherDynamic", ModelPatcherDynamic, raising=False)
+    monkeypatch.setattr(mp, "CoreModelPatcher", ModelPatcherDynamic, raising=False)
+    expected = run(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host, 3)))
+    dynamic = load_from_file(3)
+    loaders.record(dynamic, "DisTorchUNETLoader", "unet", "cpu", False, "tiny.safetensors")
+    result = loaders.apply_split_inputs(dynamic, lambda m: m, "test", 0.006, "cpu", "")
+    assert built == ["dynamic", "plain"]
+    assert type(result) is apply.DisTorchModelPatcher and apply.split_of(result).offloaded
+    assert placement.placement_of(result).source == "tiny.safetensors"
+    assert torch.equal(run(comfy_host, result), expected)
+    # No way to rebuild it: refused with the message, nothing applied.
+    other = load_from_file(4)
+    other.cached_patcher_init = None
+    with pytest.raises(RuntimeError, match="--disable-dynamic-vram"):
+        loaders.apply_split_inputs(other, lambda m: m, "test", 0.006, "cpu", "")
+    assert type(other) is ModelPatcherDynamic and "distorch.split" not in other.attachments
+
+
 def test_tiny_module_threshold_can_be_tuned_by_environment(comfy_host, monkeypatch, caplog):
     from distorch.split_model import tiny_bytes
 
