@@ -459,12 +459,21 @@ def describe_model(patcher, state: str) -> ModelMemory:
     for tensors in (inner.parameters(), inner.buffers()):
         for tensor in tensors:
             key = str(tensor.device)
+            if key == "meta":  # not materialised yet (newer hosts build some weights lazily)
+                continue
             devices[key] = devices.get(key, 0) + tensor.nelement() * tensor.element_size()
     placement = placement_of(patcher)
     try:
         loaded = int(patcher.loaded_size())
     except Exception:
         loaded = 0
+    if loaded and _is_dynamic(patcher):
+        # DynamicVRAM keeps the weights on the CPU and their GPU copies outside the module
+        # (loaded_size() counts those): show them on the device that holds them.
+        target = str(getattr(patcher, "load_device", "cpu"))
+        if target != "cpu":
+            devices[target] = devices.get(target, 0) + loaded
+            devices["cpu"] = max(0, devices.get("cpu", 0) - loaded)
     return ModelMemory(
         id=f"{id(inner):x}", name=placement.source if placement else type(inner).__name__,
         model_class=type(inner).__name__, loader=placement.loader if placement else "core",
@@ -473,6 +482,13 @@ def describe_model(patcher, state: str) -> ModelMemory:
         pack_managed=placement is not None, keep_loaded=placement.keep_loaded if placement else None,
         flagged=bool(placement is not None and not placement.keep_loaded), state=state,
         loaded_at=(getattr(patcher, "attachments", None) or {}).get(LOADED_AT_KEY))
+
+
+def _is_dynamic(patcher) -> bool:
+    try:
+        return bool(getattr(patcher, "is_dynamic", lambda: False)())
+    except Exception:
+        return False
 
 
 def offload_settings(module=None) -> OffloadSettings:

@@ -179,8 +179,32 @@ def apply_split(patcher, split: SplitPlacement):
             "ModelPatcher, so DisTorch cannot split it (its own loader moves the weights). Set virtual_vram_gb "
             "to 0 and leave allocation empty for this model.")
     patcher.attachments[SPLIT_KEY] = split
+    watch_device_clones(patcher)
     release_if_loaded(patcher)
     return patcher
+
+
+def watch_device_clones(patcher) -> bool:
+    """Newer ComfyUI copies a model to other GPUs itself (multi-GPU sampling, its device-select
+    nodes: ``deepclone_multigpu``, after unloading the model). A plan made for one compute device
+    means nothing on another, so such a copy runs unsplit there, with one log line. Callbacks are
+    kept by clones, so every clone of the split model carries this one."""
+    import comfy.patcher_extension as patcher_extension
+
+    hook = getattr(patcher_extension.CallbacksMP, "ON_DEEPCLONE_MULTIGPU", None)
+    if hook is None:  # a host without multi-GPU copies
+        return False
+    patcher.remove_callbacks_with_key(hook, SPLIT_KEY)
+    patcher.add_callback_with_key(hook, SPLIT_KEY, _unsplit_device_copy)
+    return True
+
+
+def _unsplit_device_copy(source, copy) -> None:
+    attachments = getattr(copy, "attachments", None) or {}
+    if attachments.pop(SPLIT_KEY, None) is not None:
+        log.warning("comfyui-distorch: ComfyUI copied a split model to %s (multi-GPU sampling or a device-select "
+                    "node); the split plan is for %s, so that copy runs unsplit", getattr(copy, "load_device", "?"),
+                    getattr(source, "load_device", "?"))
 
 
 def release_if_loaded(patcher) -> bool:

@@ -274,6 +274,30 @@ def test_dynamic_vram_model_is_split_through_the_hosts_plain_copy(comfy_host, pa
     assert type(other) is ModelPatcherDynamic and "distorch.split" not in other.attachments
 
 
+def test_a_hosts_copy_to_another_gpu_runs_unsplit(comfy_host, monkeypatch, caplog):
+    """Newer ComfyUI's deepclone_multigpu calls ON_DEEPCLONE_MULTIGPU callbacks with (model, copy);
+    0.3.75 lacks the constant, so it is added here and the callbacks are called as that host does."""
+    import comfy.patcher_extension as patcher_extension
+
+    from distorch.apply import split_of
+
+    patcher = patcher_of(comfy_host, tiny_model(comfy_host))
+    split(comfy_host, patcher)  # on 0.3.75: no multi-GPU copies, nothing registered
+    assert not patcher.get_all_callbacks("on_deepclone_multigpu")
+    monkeypatch.setattr(patcher_extension.CallbacksMP, "ON_DEEPCLONE_MULTIGPU", "on_deepclone_multigpu",
+                        raising=False)
+    patcher = patcher_of(comfy_host, tiny_model(comfy_host))
+    split(comfy_host, patcher)
+    copy = patcher.clone()
+    assert split_of(copy) is not None and len(copy.get_all_callbacks("on_deepclone_multigpu")) == 1
+    with caplog.at_level("WARNING", logger="distorch"):
+        for callback in patcher.get_all_callbacks("on_deepclone_multigpu"):
+            callback(patcher, copy)
+    assert split_of(copy) is None and split_of(patcher) is not None
+    assert copy.model_size() == copy.whole_model_size()  # the copy asks for the whole model
+    assert "runs unsplit" in caplog.text
+
+
 def test_tiny_module_threshold_can_be_tuned_by_environment(comfy_host, monkeypatch, caplog):
     from distorch.split_model import tiny_bytes
 

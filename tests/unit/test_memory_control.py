@@ -145,3 +145,28 @@ def test_loaded_models_reports_bytes_per_device(mm, control, make_model):
     assert report.devices == {"cpu": expected} and report.total_bytes == expected
     assert (report.name, report.loader, report.keep_loaded, report.flagged, report.state) == (
         "kept.safetensors", "DisTorchUNETLoader", True, False, "loaded")
+
+
+def test_a_dynamic_vram_model_is_reported_where_its_weights_are(mm, pack_module):
+    """Newer hosts' ModelPatcherDynamic keeps weights on the CPU and their GPU copies outside the
+    module (loaded_size() counts them), and may hold weights on the meta device until they load.
+    0.3.75 has neither: a stand-in reports is_dynamic() and a loaded size, as that class does."""
+    import comfy.model_patcher
+
+    describe_model = pack_module("model_management_mgpu").describe_model
+
+    class ModelPatcherDynamic(comfy.model_patcher.ModelPatcher):
+        def is_dynamic(self):
+            return True
+
+        def loaded_size(self):
+            return 40_000
+
+    module = torch.nn.Linear(100, 100)  # 40 400 bytes on the CPU
+    module.register_buffer("lazy", torch.empty(1000, device="meta"))
+    patcher = ModelPatcherDynamic(module, load_device=torch.device("cuda:0"), offload_device=torch.device("cpu"))
+    report = describe_model(patcher, "loaded")
+    assert report.devices == {"cuda:0": 40_000, "cpu": 400}
+    plain = comfy.model_patcher.ModelPatcher(module, load_device=torch.device("cuda:0"),
+                                             offload_device=torch.device("cpu"))
+    assert describe_model(plain, "loaded").devices == {"cpu": 40_400}  # meta tensors are not memory
