@@ -49,3 +49,10 @@ def test_bench_modes_quick_prints_ratios():
     assert rows["cold switch / core checkpoint"] > 0 and rows["load, fp32 / fp16 file"] > 0, out
     assert rows["cached switch / cold switch"] < 0.5, "a cached switch is not faster than a cold one"
     assert re.search(r"^reload p50 [\d.]+ ms, p95 [\d.]+ ms", out, re.M), out
+
+
+def test_bench_cache_pass_quick_prints_ratios():
+    out = run_quick("bench_cache_pass.py")
+    rows = dict(re.findall(r"^(core|pack, nothing released|pack, after a release)\s+[\d.]+\s+([\d.]+)$", out, re.M))
+    assert set(rows) == {"core", "pack, nothing released", "pack, after a release"}, out
+    assert float(rows["core"]) == 1.0 and all(float(v) > 0 for v in rows.values())
