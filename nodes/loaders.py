@@ -20,6 +20,7 @@ import nodes as core_nodes
 
 from .. import device_utils
 from ..distorch.checks import explain_load_failure
+from ..distorch.device_context import add_device_context
 from ..distorch.placement import ModelPlacement, attach
 from ..distorch.split import split_request
 from ..model_management_mgpu import device_override
@@ -222,6 +223,8 @@ def record(patcher, node_class: str, component: str, requested: str, keep_loaded
                                compute_device=str(patcher.load_device), requested_device=requested,
                                keep_loaded=bool(keep_loaded), source=source)
     attach(patcher, placement)
+    if component == "unet":
+        add_device_context(patcher)
     log.info("%s: %s '%s' on %s (keep_loaded=%s)", node_class, component, source,
              placement.compute_device, placement.keep_loaded)
     return placement

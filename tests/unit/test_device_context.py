@@ -1,0 +1,37 @@
+"""The APPLY_MODEL wrapper that makes a diffusion model's device current for each step, through
+the real host's wrapper machinery (CPU here: it must only call through)."""
+import pytest
+import torch
+
+
+def test_loader_models_carry_the_wrapper_and_it_calls_through_off_cuda(mm, pack_module):
+    import comfy.model_patcher
+    import comfy.patcher_extension as patcher_extension
+
+    loaders = pack_module("nodes.loaders")
+    context = pack_module("distorch.device_context")
+    patcher = comfy.model_patcher.ModelPatcher(torch.nn.Linear(4, 4), load_device=torch.device("cpu"),
+                                               offload_device=torch.device("cpu"))
+    loaders.record(patcher, "DisTorchUNETLoader", "unet", "cpu", False, "m.safetensors")
+    loaders.record(patcher, "DisTorchUNETLoader", "unet", "cpu", False, "m.safetensors")  # idempotent
+    kind = patcher_extension.WrappersMP.APPLY_MODEL
+    assert patcher.get_all_wrappers(kind) == [context.run_on_input_device]
+    assert patcher.clone().get_all_wrappers(kind) == [context.run_on_input_device]
+    # Through the host's executor, as BaseModel.apply_model runs it.
+    calls = []
+    executor = patcher_extension.WrapperExecutor.new_executor(
+        lambda x, t: calls.append(x.device) or x * 2, patcher.get_all_wrappers(kind))
+    x = torch.ones(2)
+    assert torch.equal(executor.execute(x, 0), x * 2) and calls == [torch.device("cpu")]
+
+
+@pytest.mark.gpu
+def test_the_inputs_gpu_is_current_inside_the_step(pack_module):
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two CUDA GPUs")
+    context = pack_module("distorch.device_context")
+    seen = []
+    torch.cuda.set_device(0)
+    x = torch.ones(2, device="cuda:1")
+    context.run_on_input_device(lambda value: seen.append(torch.cuda.current_device()) or value, x)
+    assert seen == [1] and torch.cuda.current_device() == 0
