@@ -248,6 +248,9 @@ def model_label(patcher) -> str:
     return f"{placement.source} ({placement.component})" if placement else kind
 
 
+FULL_PASS_INTERVAL_S = 5.0  # the extra cache pass at most this often, unless an unload asks for it
+
+
 class MemoryControl:
     """What the pack adds to the host's unload flow, and the state it needs between calls.
 
@@ -272,7 +275,7 @@ class MemoryControl:
         self.force_requested = False
         self.unloading = False
         self.trim_pending = False
-        self.loaded_count_seen = 0  # models loaded at the last cache pass
+        self.last_full_pass = float("-inf")  # time.monotonic() of the last full cache pass
         self.flows_started = 0
         self.flows_completed = 0
         self.last_unload: dict | None = None
@@ -324,11 +327,13 @@ class MemoryControl:
         with self.lock:
             entries = list(self.module.current_loaded_models)
             self._note_devices(entries)
-            # Newer hosts call soft_empty_cache after every node (and during sampling): the extra
-            # pass runs only when models were released since the last one (an unload flow, or the
-            # host evicting), the only time it has anything to give back.
-            released = self.trim_pending or len(entries) < self.loaded_count_seen
-            self.loaded_count_seen = len(entries)
+            # Newer hosts call soft_empty_cache after every node (and during sampling); 0.3.75 calls
+            # it when it evicts models and every few seconds after a prompt. The extra pass runs
+            # after an unload flow, and otherwise at most once per FULL_PASS_INTERVAL_S.
+            now = time.monotonic()
+            released = self.trim_pending or now - self.last_full_pass >= FULL_PASS_INTERVAL_S
+            if released:
+                self.last_full_pass = now
             try:
                 current = str(self.module.get_torch_device())
             except Exception:

@@ -6,9 +6,9 @@ RAM treated as "above the trim threshold" (DISTORCH_RAM_TRIM_PERCENT=0, the case
 on every call):
 
 - core: the host's original function;
-- pack, nothing released: the wrapper when no model was released since its last call (the
-  per-node case);
-- pack, after a release: the wrapper when an unload just happened (it clears every other device's
+- pack, between passes: the wrapper within FULL_PASS_INTERVAL_S of its last full pass with no
+  unload since (the per-node case);
+- pack, after an unload: the wrapper right after an unload flow (it clears every other device's
   cache and returns freed RAM to the OS with malloc_trim).
 
 Prints medians in microseconds and the ratios to core.
@@ -50,12 +50,12 @@ def main() -> int:
     mm.load_models_gpu(kept)
     mm.soft_empty_cache()  # settles the wrapper's count of loaded models
 
-    def after_release():
+    def after_unload():
         control.trim_pending = True  # what an unload flow leaves for the next pass
         mm.soft_empty_cache()
 
-    contenders = {"core": original, "pack, nothing released": mm.soft_empty_cache,
-                  "pack, after a release": after_release}
+    contenders = {"core": original, "pack, between passes": mm.soft_empty_cache,
+                  "pack, after an unload": after_unload}
     times = alternate(args.rounds, contenders)
     core = median(times["core"])
     print(f"# {date.today()} {platform.node()} {platform.processor() or platform.machine()}, "

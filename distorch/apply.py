@@ -54,8 +54,17 @@ class SplitPlacement:
     offloaded: dict[str, str] = field(default_factory=dict, hash=False)  # module -> donor device name
 
     @property
+    def same_device_bytes(self) -> int:
+        """Bytes of donor slots on the compute device itself: resident there, cast per forward."""
+        return sum(held for slot, held in self.plan.device_bytes.items()
+                   if slot != self.plan.compute_device and slot_device(slot) == self.plan.compute_device)
+
+    @property
     def offloaded_bytes(self) -> int:
-        return sum(held for slot, held in self.plan.device_bytes.items() if slot != self.plan.compute_device)
+        """Bytes the plan puts on other devices (a donor slot on the compute device itself, e.g.
+        'cuda:0 (donor)', stays there and is not counted)."""
+        return sum(held for slot, held in self.plan.device_bytes.items()
+                   if slot_device(slot) != self.plan.compute_device)
 
     @classmethod
     def from_plan(cls, plan: Plan, request: str) -> "SplitPlacement":
@@ -74,7 +83,18 @@ class DisTorchModelPatcher(model_patcher.ModelPatcher):
 
     def _distorch_split(self) -> SplitPlacement | None:
         split = split_of(self)
-        return split if split is not None and split.offloaded else None
+        if split is None or not split.offloaded:
+            return None
+        if str(self.load_device) != split.plan.compute_device:
+            # A copy ComfyUI retargeted to another device (newer hosts' multi-GPU sampling and
+            # device-select nodes): the plan was made for another device, so this copy runs unsplit.
+            if not getattr(self, "_distorch_retarget_logged", False):
+                self._distorch_retarget_logged = True
+                log.warning("comfyui-distorch: a split model planned for %s now runs on %s (a copy ComfyUI made "
+                            "for another device); that copy runs unsplit", split.plan.compute_device,
+                            self.load_device)
+            return None
+        return split
 
     def whole_model_size(self) -> int:
         """All the model's weight bytes, wherever the plan puts them."""
@@ -113,10 +133,13 @@ class DisTorchModelPatcher(model_patcher.ModelPatcher):
         result = super().load(device_to, lowvram_model_memory=room, force_patch_weights=force_patch_weights,
                               full_load=False, **kwargs)
         self._place_offloaded(split, device_to if device_to is not None else self.load_device)
-        # The host sizes its frees with the room its own offloaded layers need to run; the split's
-        # offloaded layers need theirs (the plan's reserve) on the same device.
+        # The host records the room its own offloaded layers need to run (read when it partially
+        # unloads the model); the split's offloaded layers need theirs (the plan's reserve) too.
         held = getattr(self.model, "model_offload_buffer_memory", 0) or 0
         self.model.model_offload_buffer_memory = max(held, split.plan.reserve_bytes)
+        # The host counted the modules it loaded; a donor slot on the compute device is resident
+        # there too (each host load recounts from zero, so this is added once per load).
+        self.model.model_loaded_weight_memory += split.same_device_bytes
         return result
 
     def unpatch_model(self, device_to=None, unpatch_weights=True):
@@ -179,32 +202,8 @@ def apply_split(patcher, split: SplitPlacement):
             "ModelPatcher, so DisTorch cannot split it (its own loader moves the weights). Set virtual_vram_gb "
             "to 0 and leave allocation empty for this model.")
     patcher.attachments[SPLIT_KEY] = split
-    watch_device_clones(patcher)
     release_if_loaded(patcher)
     return patcher
-
-
-def watch_device_clones(patcher) -> bool:
-    """Newer ComfyUI copies a model to other GPUs itself (multi-GPU sampling, its device-select
-    nodes: ``deepclone_multigpu``, after unloading the model). A plan made for one compute device
-    means nothing on another, so such a copy runs unsplit there, with one log line. Callbacks are
-    kept by clones, so every clone of the split model carries this one."""
-    import comfy.patcher_extension as patcher_extension
-
-    hook = getattr(patcher_extension.CallbacksMP, "ON_DEEPCLONE_MULTIGPU", None)
-    if hook is None:  # a host without multi-GPU copies
-        return False
-    patcher.remove_callbacks_with_key(hook, SPLIT_KEY)
-    patcher.add_callback_with_key(hook, SPLIT_KEY, _unsplit_device_copy)
-    return True
-
-
-def _unsplit_device_copy(source, copy) -> None:
-    attachments = getattr(copy, "attachments", None) or {}
-    if attachments.pop(SPLIT_KEY, None) is not None:
-        log.warning("comfyui-distorch: ComfyUI copied a split model to %s (multi-GPU sampling or a device-select "
-                    "node); the split plan is for %s, so that copy runs unsplit", getattr(copy, "load_device", "?"),
-                    getattr(source, "load_device", "?"))
 
 
 def release_if_loaded(patcher) -> bool:

@@ -4,7 +4,9 @@
 // - an `allocation` input gets a live preview of the split from GET /distorch/plan, or the
 //   parser's error (the route's 400 message), drawn under the node (only on nodes that have the
 //   input, and only while the route answers). The input is declared advanced: the frontend shows
-//   it after "Show Advanced" in the node's menu; the preview is drawn either way.
+//   it after "Show Advanced" in the node's menu; the preview is drawn either way. With the
+//   frontend's Vue node mode on ("Nodes 2.0"), nodes do not draw canvas extras: the preview is
+//   then a DOM widget at the bottom of the node (created with the node, so the Vue node shows it).
 // (The mode dropdown of DisTorchModeSwitch follows `distorch.modes` in the modes extension.)
 import { api } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
@@ -20,6 +22,8 @@ const FILE_WIDGETS = { unet_name: "diffusion_models", clip_name: "text_encoders"
   ckpt_name: "checkpoints" };
 const PLAN_INPUTS = ["compute_device", "virtual_vram_gb", "donor_device", "allocation", "weight_dtype"];
 const PREVIEW_DELAY_MS = 400;
+const PREVIEW_WIDGET = "distorch_split_preview";
+const PREVIEW_COLOURS = { ok: "#9ad29a", error: "#ff6b6b" };
 
 let planRouteMissing = false;
 
@@ -81,6 +85,7 @@ async function refreshPreview(node) {
   if (planRouteMissing || !wantsPreview(node)) {
     node.distorchPreviewQuery = null; // an answer still on its way is stale
     node.distorchPreview = null;
+    showPreviewElement(node);
     redrawGraph();
     return;
   }
@@ -104,7 +109,35 @@ async function refreshPreview(node) {
       ? { text: `split: ${describePlan(body)}`, error: false }
       : { text: body.error ?? `GET /distorch/plan answered ${response.status}`, error: true };
   }
+  showPreviewElement(node);
   redrawGraph();
+}
+
+function vueNodesOn() {
+  try {
+    return Boolean(app.extensionManager?.setting?.get("Comfy.VueNodes.Enabled"));
+  } catch {
+    return false;
+  }
+}
+
+function addPreviewElement(node) {
+  if (typeof node.addDOMWidget !== "function") return;
+  const element = document.createElement("div");
+  element.className = "distorch-split-preview";
+  element.style.cssText = "font: 12px sans-serif; white-space: normal; padding: 2px 4px;";
+  const preview = node.addDOMWidget(PREVIEW_WIDGET, "distorch-preview", element,
+    { serialize: false, hideOnZoom: false, getValue: () => undefined, setValue: () => {} });
+  if (preview) preview.serialize = false; // display only: not in the prompt nor the saved workflow
+  node.distorchPreviewElement = element;
+}
+
+function showPreviewElement(node) {
+  const element = node.distorchPreviewElement;
+  if (!element) return;
+  const preview = node.distorchPreview;
+  element.textContent = preview?.text ?? "";
+  element.style.color = preview?.error ? PREVIEW_COLOURS.error : PREVIEW_COLOURS.ok;
 }
 
 function drawPreview(node, ctx) {
@@ -112,7 +145,7 @@ function drawPreview(node, ctx) {
   if (!preview || node.flags?.collapsed) return;
   ctx.save();
   ctx.font = "12px sans-serif";
-  ctx.fillStyle = preview.error ? "#ff6b6b" : "#9ad29a";
+  ctx.fillStyle = preview.error ? PREVIEW_COLOURS.error : PREVIEW_COLOURS.ok;
   const width = Math.max(120, node.size[0]);
   const words = preview.text.split(" ");
   let line = "";
@@ -142,12 +175,16 @@ export function attachAllocationPreview(node) {
     const target = widget(node, name);
     if (target) onWidgetChange(target, schedule);
   }
-  const draw = node.onDrawForeground;
-  node.onDrawForeground = function (ctx, ...rest) {
-    const result = draw?.call(this, ctx, ...rest);
-    drawPreview(this, ctx);
-    return result;
-  };
+  if (vueNodesOn()) {
+    addPreviewElement(node);
+  } else {
+    const draw = node.onDrawForeground;
+    node.onDrawForeground = function (ctx, ...rest) {
+      const result = draw?.call(this, ctx, ...rest);
+      drawPreview(this, ctx);
+      return result;
+    };
+  }
   node.distorchRefreshPreview = () => refreshPreview(node);
   schedule();
 }

@@ -53,6 +53,6 @@ def test_bench_modes_quick_prints_ratios():
 
 def test_bench_cache_pass_quick_prints_ratios():
     out = run_quick("bench_cache_pass.py")
-    rows = dict(re.findall(r"^(core|pack, nothing released|pack, after a release)\s+[\d.]+\s+([\d.]+)$", out, re.M))
-    assert set(rows) == {"core", "pack, nothing released", "pack, after a release"}, out
+    rows = dict(re.findall(r"^(core|pack, between passes|pack, after an unload)\s+[\d.]+\s+([\d.]+)$", out, re.M))
+    assert set(rows) == {"core", "pack, between passes", "pack, after an unload"}, out
     assert float(rows["core"]) == 1.0 and all(float(v) > 0 for v in rows.values())

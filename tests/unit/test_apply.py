@@ -99,9 +99,9 @@ def test_split_runs_offloaded_layers_through_the_host_cast_and_matches(comfy_hos
     modules = dict(patcher.model.named_modules())
     assert all(modules[name].comfy_cast_weights and getattr(modules[name], PLACED_MARK) for name in offloaded)
     assert not modules["blocks.0"].comfy_cast_weights or "blocks.0" in offloaded
-    # The host counts only what the plan keeps on the compute device, and sees nothing more to
-    # load there (the donor's share is not "offloaded memory" it should make room for).
-    assert patcher.loaded_size() == plan.device_bytes["cpu"] == patcher.model_size() < patcher.whole_model_size()
+    # The donor here is the compute device itself ("cpu (donor)"): its modules stay resident there,
+    # so the host counts the whole model as loaded on it and sees nothing more to load.
+    assert patcher.loaded_size() == patcher.model_size() == patcher.whole_model_size()
     (loaded,) = [m for m in comfy_host.mm.current_loaded_models if m.model is patcher]
     assert loaded.model_offloaded_memory() == 0
     # A second run reuses the placement and gives the same result.
@@ -110,21 +110,24 @@ def test_split_runs_offloaded_layers_through_the_host_cast_and_matches(comfy_hos
 
 def test_host_asks_room_for_the_compute_share_only(comfy_host):
     """load_models_gpu frees model_memory_required() on the compute device before a load (and
-    model_offloaded_memory() when the model is used again): for a split model that must be the
-    compute device's share, or the host evicts other models for bytes that stay on the donor."""
+    model_offloaded_memory() when the model is used again): for a model split onto another device
+    that must be the compute device's share, or the host evicts other models for bytes that live
+    on the donor. (On a CPU host load_models_gpu frees nothing, so the host's own LoadedModel
+    answers are checked; the plan is moved onto a 'cuda:1' donor, which needs no load to count.)"""
+    from distorch.apply import SPLIT_KEY, SplitPlacement
+    from distorch.planner import Plan
+
     patcher = patcher_of(comfy_host, tiny_model(comfy_host))
     whole = patcher.model_size()
     plan = split(comfy_host, patcher)
     compute_share, donor_share = plan.device_bytes["cpu"], plan.device_bytes["cpu (donor)"]
     assert compute_share + donor_share == whole and donor_share > 0
-    fresh = comfy_host.mm.LoadedModel(patcher)
-    assert fresh.model_memory_required(torch.device("cpu")) == compute_share
-    run(comfy_host, patcher)
-    (loaded,) = [m for m in comfy_host.mm.current_loaded_models if m.model is patcher]
-    assert loaded.model_memory_required(patcher.current_loaded_device()) == 0
-    # Evicting part of the compute share makes exactly that much "offloaded" again.
-    freed = patcher.partially_unload(patcher.offload_device, compute_share // 2)
-    assert 0 < freed and loaded.model_offloaded_memory() == freed
+    # A donor slot on the compute device itself stays resident there: the whole model is asked for.
+    assert comfy_host.mm.LoadedModel(patcher).model_memory_required(torch.device("cpu")) == whole
+    elsewhere = Plan("cpu", {name: "cpu" if slot == "cpu" else "cuda:1" for name, slot in plan.assignment.items()},
+                     {"cpu": compute_share, "cuda:1": donor_share}, plan.reserve_bytes)
+    patcher.attachments[SPLIT_KEY] = SplitPlacement.from_plan(elsewhere, "test")
+    assert comfy_host.mm.LoadedModel(patcher).model_memory_required(torch.device("cpu")) == compute_share
     # RAM use and clones still count the whole model; a clone asks for the same share.
     clone = patcher.clone()
     assert patcher.get_ram_usage() == clone.get_ram_usage() == whole
@@ -166,7 +169,7 @@ def test_three_split_models_are_evicted_and_freed_like_core_models(comfy_host):
         split(comfy_host, patcher)
         run(comfy_host, patcher)
     assert len(mm.current_loaded_models) == 3
-    assert all(0 < p.loaded_size() == p.model_size() < p.whole_model_size() for p in patchers)
+    assert all(0 < p.loaded_size() == p.model_size() == p.whole_model_size() for p in patchers)
     unloaded = mm.free_memory(1e30, torch.device("cpu"))  # what unload_all_models does on this host
     assert len(unloaded) == 3 and mm.current_loaded_models == []
     for patcher in patchers:
@@ -274,28 +277,36 @@ def test_dynamic_vram_model_is_split_through_the_hosts_plain_copy(comfy_host, pa
     assert type(other) is ModelPatcherDynamic and "distorch.split" not in other.attachments
 
 
-def test_a_hosts_copy_to_another_gpu_runs_unsplit(comfy_host, monkeypatch, caplog):
-    """Newer ComfyUI's deepclone_multigpu calls ON_DEEPCLONE_MULTIGPU callbacks with (model, copy);
-    0.3.75 lacks the constant, so it is added here and the callbacks are called as that host does."""
-    import comfy.patcher_extension as patcher_extension
-
+def test_a_copy_retargeted_to_another_device_runs_unsplit(comfy_host, caplog):
+    """Newer ComfyUI copies a model to other GPUs itself (deepclone_multigpu, then
+    match_multigpu_clones re-cloning it before every sampling run, and its device-select nodes):
+    each is a clone() with another load_device. The plan is for its own device only."""
     from distorch.apply import split_of
 
     patcher = patcher_of(comfy_host, tiny_model(comfy_host))
-    split(comfy_host, patcher)  # on 0.3.75: no multi-GPU copies, nothing registered
-    assert not patcher.get_all_callbacks("on_deepclone_multigpu")
-    monkeypatch.setattr(patcher_extension.CallbacksMP, "ON_DEEPCLONE_MULTIGPU", "on_deepclone_multigpu",
-                        raising=False)
-    patcher = patcher_of(comfy_host, tiny_model(comfy_host))
     split(comfy_host, patcher)
     copy = patcher.clone()
-    assert split_of(copy) is not None and len(copy.get_all_callbacks("on_deepclone_multigpu")) == 1
+    copy.load_device = torch.device("cuda", 1)  # what those host paths do to the clone
+    assert split_of(copy) is not None  # the attachment travels, as every clone's does
     with caplog.at_level("WARNING", logger="distorch"):
-        for callback in patcher.get_all_callbacks("on_deepclone_multigpu"):
-            callback(patcher, copy)
-    assert split_of(copy) is None and split_of(patcher) is not None
-    assert copy.model_size() == copy.whole_model_size()  # the copy asks for the whole model
-    assert "runs unsplit" in caplog.text
+        assert copy._distorch_split() is None and copy._distorch_split() is None
+    assert copy.model_size() == copy.whole_model_size()  # it asks for the whole model there
+    assert [r.getMessage() for r in caplog.records].count(next(
+        r.getMessage() for r in caplog.records if "runs unsplit" in r.getMessage())) == 1  # logged once
+    assert patcher._distorch_split() is not None  # the original keeps its plan
+
+
+def test_a_donor_slot_on_the_compute_device_counts_toward_its_memory():
+    """'cuda:0 (donor)' modules stay on cuda:0: the host must make room for them there."""
+    from distorch.apply import SplitPlacement
+    from distorch.planner import ModuleInfo, plan_placement
+
+    modules = [ModuleInfo(f"block.{i}", 10 * MiB) for i in range(6)]
+    plan = plan_placement(modules, "cuda:0", {"cuda:0": 25 * MiB, "cuda:0 (donor)": 50 * MiB, "cpu": 100 * MiB})
+    assert plan.device_bytes == {"cuda:0": 10 * MiB, "cuda:0 (donor)": 50 * MiB}
+    assert SplitPlacement.from_plan(plan, "test").offloaded_bytes == 0
+    plan = plan_placement(modules, "cuda:0", {"cuda:0": 25 * MiB, "cuda:0 (donor)": 20 * MiB, "cpu": 100 * MiB})
+    assert SplitPlacement.from_plan(plan, "test").offloaded_bytes == plan.device_bytes["cpu"] == 30 * MiB
 
 
 def test_tiny_module_threshold_can_be_tuned_by_environment(comfy_host, monkeypatch, caplog):

@@ -123,19 +123,31 @@ def test_cache_pass_covers_every_device_that_held_a_model(mm, control, pack_modu
     control.held_devices.update({"cuda:1", "xpu:0", "cpu"})
     monkeypatch.setenv("DISTORCH_RAM_TRIM_PERCENT", "0")  # RAM is always "above the threshold"
     control.pack_seen = True
-    mm.soft_empty_cache()
-    # Nothing was released since the last pass: newer hosts call this after every node, so the
-    # pass does nothing more than the host's own call.
-    assert emptied == [] and trimmed == []
-    control.trim_pending = True  # an unload flow released models
+    control.last_full_pass = float("-inf")
     mm.soft_empty_cache()
     assert emptied == ["cuda:1", "xpu:0"]  # the current device (cpu here) is the host's own call
     assert trimmed == [True]
+    # Newer hosts call this after every node: within the interval the pass adds nothing.
+    for _ in range(5):
+        mm.soft_empty_cache()
+    assert (emptied, trimmed) == (["cuda:1", "xpu:0"], [True])
+    control.trim_pending = True  # an unload flow released models: the pass runs at once
     mm.soft_empty_cache()
-    assert (emptied, trimmed) == (["cuda:1", "xpu:0"], [True])  # once per release
-    control.loaded_count_seen = 2  # the host evicted models since the last pass (none loaded now)
-    mm.soft_empty_cache()
-    assert emptied == ["cuda:1", "xpu:0"] * 2 and trimmed == [True, True]  # RAM above the threshold
+    assert emptied == ["cuda:1", "xpu:0"] * 2 and trimmed == [True, True]
+
+
+def test_the_hosts_own_eviction_gets_the_pass(mm, control, make_model, pack_module, monkeypatch):
+    """0.3.75 evicts in free_memory, which calls soft_empty_cache after popping the models."""
+    device_utils = pack_module("device_utils")
+    trimmed = []
+    monkeypatch.setattr(device_utils, "release_freed_ram", lambda: trimmed.append(True) or True)
+    monkeypatch.setenv("DISTORCH_RAM_TRIM_PERCENT", "0")
+    model = make_model("evicted.safetensors", keep_loaded=False)  # alive: the host skips dead models
+    mm.soft_empty_cache()  # the host's periodic call (after its post-prompt gc) sees the pack's model
+    trimmed.clear()
+    control.last_full_pass = float("-inf")  # the last pass was longer ago than the interval
+    unloaded = mm.free_memory(1e30, torch.device("cpu"))
+    assert [entry.model for entry in unloaded] == [model] and trimmed == [True]
 
 
 def test_loaded_models_reports_bytes_per_device(mm, control, make_model):
