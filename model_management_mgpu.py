@@ -473,12 +473,13 @@ def describe_model(patcher, state: str) -> ModelMemory:
     except Exception:
         loaded = 0
     if loaded and _is_dynamic(patcher):
-        # DynamicVRAM keeps the weights on the CPU and their GPU copies outside the module
-        # (loaded_size() counts those): show them on the device that holds them.
+        # DynamicVRAM keeps the weights on the CPU and caches GPU copies outside the module:
+        # loaded_size() counts those plus the weights it force-loaded onto the GPU (already seen
+        # above as module tensors there). The CPU weights stay where they are.
         target = str(getattr(patcher, "load_device", "cpu"))
-        if target != "cpu":
-            devices[target] = devices.get(target, 0) + loaded
-            devices["cpu"] = max(0, devices.get("cpu", 0) - loaded)
+        cached = loaded - int(getattr(inner, "model_loaded_weight_memory", 0) or 0)
+        if target != "cpu" and cached > 0:
+            devices[target] = devices.get(target, 0) + cached
     return ModelMemory(
         id=f"{id(inner):x}", name=placement.source if placement else type(inner).__name__,
         model_class=type(inner).__name__, loader=placement.loader if placement else "core",

@@ -51,7 +51,12 @@ def static_copy(patcher, model_patcher_module):
         return None
     try:
         copy = patcher.clone(disable_dynamic=True)
-    except (TypeError, RuntimeError) as exc:  # an older clone() signature, or no way to rebuild
-        log.debug("no non-dynamic copy of %s: %s", type(patcher).__name__, exc)
+    except Exception as exc:  # an older clone() signature, no way to rebuild, the file gone
+        log.warning("comfyui-distorch: ComfyUI could not build a non-dynamic copy of this model (%s: %s)",
+                    type(exc).__name__, exc)
         return None
-    return None if is_dynamic(copy, model_patcher_module) else copy
+    if is_dynamic(copy, model_patcher_module):
+        return None
+    if getattr(copy, "parent", None) is patcher:
+        copy.parent = None  # a model of its own, as a fresh load is: the dynamic one can be freed
+    return copy

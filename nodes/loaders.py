@@ -156,16 +156,21 @@ def without_dynamic_vram(patcher, label: str):
     (built again from the file; the dynamic one is dropped). Where the host has no such copy the
     split step refuses the model with its message."""
     import comfy.model_patcher as model_patcher
+    import torch
 
     from ..distorch import dynamic_vram
+    from ..distorch.apply import release_if_loaded
 
     if not dynamic_vram.is_dynamic(patcher, model_patcher):
         return patcher
-    copy = dynamic_vram.static_copy(patcher, model_patcher)
+    # Rebuilt for the device the model runs on, as the first load was (dtype and cast choices).
+    with device_override(compute=torch.device(patcher.load_device)):
+        copy = dynamic_vram.static_copy(patcher, model_patcher)
     if copy is None:
         return patcher
+    release_if_loaded(patcher)  # a model that fits may have been loaded while it was built
     log.info("%s: ComfyUI's DynamicVRAM is on; splitting ComfyUI's own non-dynamic copy of the model "
-             "(read from the file again, the dynamic one is released)", label)
+             "(the file is read a second time; the dynamic one is dropped)", label)
     return copy
 
 

@@ -444,7 +444,9 @@ def test_a_mode_allocation_splits_its_model_with_the_same_result(comfy_modes, mo
 
 def test_a_mode_weight_dtype_and_compute_device_reach_the_model(comfy_modes, modes_files):
     """`weight_dtype: fp8_e4m3fn` stores the diffusion model's weights in one byte each (the
-    UNet shrinks and the result changes); `compute_device: cpu` runs it on the named device."""
+    UNet shrinks and the result changes). `compute_device: cpu` is accepted and the model runs
+    there; on this CPU-only machine cpu is also the default device, so that half shows only that
+    the setting is carried and valid (a device that is absent is refused: see BAD_FILES)."""
     root, modes_file = modes_files
     text, names = fresh_modes(root)
     fp8, on_cpu = f"fp8-{names['x']}", f"cpu-{names['x']}"

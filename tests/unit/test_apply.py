@@ -247,9 +247,15 @@ def test_dynamic_vram_model_is_split_through_the_hosts_plain_copy(comfy_host, pa
                 return super().clone()
             if self.cached_patcher_init is None:
                 raise RuntimeError("Cannot create non-dynamic delegate: cached_patcher_init is not initialized.")
-            plain = self.cached_patcher_init[0](*self.cached_patcher_init[1], disable_dynamic=True)
+            # As the host's clone: a new plain ModelPatcher on the rebuilt model, with this one's
+            # patches, attachments and wrappers, and parent = this one.
+            rebuilt = self.cached_patcher_init[0](*self.cached_patcher_init[1], disable_dynamic=True)
+            plain = mp.ModelPatcher(rebuilt.model, self.load_device, self.offload_device, self.model_size())
             plain.patches = {key: value[:] for key, value in self.patches.items()}
             plain.attachments = dict(self.attachments)
+            plain.wrappers = {kind: {key: list(fns) for key, fns in entries.items()}
+                              for kind, entries in self.wrappers.items()}
+            plain.parent = self
             return plain
 
     def load_from_file(seed, disable_dynamic=False):
@@ -267,8 +273,12 @@ def test_dynamic_vram_model_is_split_through_the_hosts_plain_copy(comfy_host, pa
     result = loaders.apply_split_inputs(dynamic, lambda m: m, "test", 0.006, "cpu", "")
     assert built == ["dynamic", "plain"]
     assert type(result) is apply.DisTorchModelPatcher and apply.split_of(result).offloaded
-    assert placement.placement_of(result).source == "tiny.safetensors"
+    assert placement.placement_of(result).source == "tiny.safetensors" and result.parent is None
     assert torch.equal(run(comfy_host, result), expected)
+    gone = weakref.ref(dynamic)
+    del dynamic
+    gc.collect()
+    assert gone() is None, "the split copy keeps the dynamic model alive"
     # No way to rebuild it: refused with the message, nothing applied.
     other = load_from_file(4)
     other.cached_patcher_init = None

@@ -160,9 +160,11 @@ def test_loaded_models_reports_bytes_per_device(mm, control, make_model):
 
 
 def test_a_dynamic_vram_model_is_reported_where_its_weights_are(mm, pack_module):
-    """Newer hosts' ModelPatcherDynamic keeps weights on the CPU and their GPU copies outside the
-    module (loaded_size() counts them), and may hold weights on the meta device until they load.
-    0.3.75 has neither: a stand-in reports is_dynamic() and a loaded size, as that class does."""
+    """Newer hosts' ModelPatcherDynamic keeps weights on the CPU and caches GPU copies outside the
+    module; its loaded_size() is those copies plus what it force-loaded onto the GPU
+    (model_loaded_weight_memory, module tensors there). It may hold weights on the meta device until
+    they load. 0.3.75 has neither: a stand-in reports is_dynamic() and a loaded size, as that
+    class does."""
     import comfy.model_patcher
 
     describe_model = pack_module("model_management_mgpu").describe_model
@@ -177,8 +179,9 @@ def test_a_dynamic_vram_model_is_reported_where_its_weights_are(mm, pack_module)
     module = torch.nn.Linear(100, 100)  # 40 400 bytes on the CPU
     module.register_buffer("lazy", torch.empty(1000, device="meta"))
     patcher = ModelPatcherDynamic(module, load_device=torch.device("cuda:0"), offload_device=torch.device("cpu"))
+    module.model_loaded_weight_memory = 400  # e.g. the bias, force-loaded (on a GPU it is a module tensor there)
     report = describe_model(patcher, "loaded")
-    assert report.devices == {"cuda:0": 40_000, "cpu": 400}
+    assert report.devices == {"cuda:0": 39_600, "cpu": 40_400}  # the GPU cache; the CPU weights stay
     plain = comfy.model_patcher.ModelPatcher(module, load_device=torch.device("cuda:0"),
                                              offload_device=torch.device("cpu"))
     assert describe_model(plain, "loaded").devices == {"cpu": 40_400}  # meta tensors are not memory

@@ -85,7 +85,7 @@ def test_plans_are_complete_and_within_budget(sizes, compute_mib, donor_mib, in_
     modules = layers(*sizes)
     budgets = {"cuda:0": compute_mib * MiB, "cpu": donor_mib * MiB}
     try:
-        plan = plan_placement(modules, "cuda:0", budgets, in_flight=in_flight)
+        plan = plan_placement(modules, "cuda:0", budgets, tiny_bytes=0, in_flight=in_flight)
     except PlanError:
         # Greedy packing may refuse a tight fit, but never a model the compute device holds whole.
         assert sum(sizes) > compute_mib
@@ -95,3 +95,8 @@ def test_plans_are_complete_and_within_budget(sizes, compute_mib, donor_mib, in_
         assert held == sum(m.bytes for m in modules if plan.assignment[m.name] == device)
         assert held <= budgets[device]
     assert plan.device_bytes["cuda:0"] + plan.reserve_bytes <= budgets["cuda:0"]
+    # The run kept is the longest that fits with room for the layers after it (checked by brute force).
+    kept = len(plan.modules_on("cuda:0"))
+    for longer in range(kept + 1, len(sizes) + 1):
+        room = in_flight * max(sizes[longer:], default=0)
+        assert sum(sizes[:longer]) + room > compute_mib, (kept, longer)
