@@ -319,6 +319,25 @@ def test_a_donor_slot_on_the_compute_device_counts_toward_its_memory():
     assert SplitPlacement.from_plan(plan, "test").offloaded_bytes == plan.device_bytes["cpu"] == 30 * MiB
 
 
+def test_layers_in_flight_follow_the_hosts_offload_streams(comfy_host, monkeypatch):
+    from distorch.split_model import layers_in_flight
+
+    monkeypatch.setattr(comfy_host.mm, "NUM_STREAMS", 2)
+    assert (layers_in_flight("cuda:0"), layers_in_flight("cpu")) == (3, 1)
+    monkeypatch.setattr(comfy_host.mm, "NUM_STREAMS", 0)  # --disable-async-offload: synchronous copies
+    assert layers_in_flight("cuda:0") == 1
+
+
+def test_split_load_sets_the_hosts_cast_flag_and_offload_room(comfy_host):
+    patcher = patcher_of(comfy_host, tiny_model(comfy_host))
+    patcher.force_cast_weights = True  # what set_model_compute_dtype does (text encoders)
+    plan = split(comfy_host, patcher)
+    run(comfy_host, patcher)
+    modules = dict(patcher.model.named_modules())
+    assert all(modules[name].comfy_force_cast_weights is True for name in plan.modules_on("cpu (donor)"))
+    assert patcher.model.model_offload_buffer_memory >= plan.reserve_bytes > 0
+
+
 def test_tiny_module_threshold_can_be_tuned_by_environment(comfy_host, monkeypatch, caplog):
     from distorch.split_model import tiny_bytes
 

@@ -1,5 +1,5 @@
 """The APPLY_MODEL wrapper that makes a diffusion model's device current for each step, through
-the real host's wrapper machinery (CPU here: it must only call through)."""
+the real host's wrapper machinery and a real sampling run (CPU here: it must only call through)."""
 import pytest
 import torch
 
@@ -35,3 +35,32 @@ def test_the_inputs_gpu_is_current_inside_the_step(pack_module):
     x = torch.ones(2, device="cuda:1")
     context.run_on_input_device(lambda value: seen.append(torch.cuda.current_device()) or value, x)
     assert seen == [1] and torch.cuda.current_device() == 0
+
+
+def test_a_sampling_run_goes_through_the_wrapper(mm, pack_module, monkeypatch):
+    """A DisTorch-loaded UNet sampled by the host's own KSampler code calls the wrapper once per
+    model evaluation (the synthetic models are built by `make setup`)."""
+    import hostenv
+
+    models = hostenv.models_dir()
+    unet = models / "diffusion_models" / "distorch-test-unet.safetensors"
+    clip_file = models / "text_encoders" / "distorch-test-clip-l.safetensors"
+    if not unet.exists() or not clip_file.exists():
+        pytest.fail(f"no synthetic models in {models}: run `make setup`")
+    import comfy.sd
+    import nodes
+
+    context = pack_module("distorch.device_context")
+    loaders = pack_module("nodes.loaders")
+    seen = []
+    original = context.run_on_input_device
+    monkeypatch.setattr(context, "run_on_input_device",
+                        lambda executor, x, *a, **k: seen.append(x.device) or original(executor, x, *a, **k))
+    model = comfy.sd.load_diffusion_model(str(unet))
+    loaders.record(model, "DisTorchUNETLoader", "unet", "cpu", False, unet.name)
+    clip = comfy.sd.load_clip([str(clip_file)], clip_type=comfy.sd.CLIPType.STABLE_DIFFUSION)
+    tokens = clip.tokenize("a red cube")
+    cond = [[clip.encode_from_tokens(tokens), {}]]
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    nodes.common_ksampler(model, 1, 2, 1.0, "euler", "normal", cond, cond, latent)
+    assert seen and set(seen) == {torch.device("cpu")}
