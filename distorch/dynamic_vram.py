@@ -12,7 +12,8 @@ log = logging.getLogger("distorch.dynamic_vram")
 
 MESSAGE = ("ComfyUI's DynamicVRAM is on (models are built with ModelPatcherDynamic, which moves weights "
            "itself), and DisTorch cannot get a plain copy of this model from ComfyUI (text encoders, or a ComfyUI "
-           "without clone(disable_dynamic=True)), so it cannot split it. To split with virtual_vram_gb / allocation, start ComfyUI with --disable-dynamic-vram; or set "
+           "without clone(disable_dynamic=True)), so it cannot split it. To split with virtual_vram_gb / "
+           "allocation, start ComfyUI with --disable-dynamic-vram; or set "
            "virtual_vram_gb to 0 and leave allocation empty to let DynamicVRAM manage the weights.")
 _reported = set()
 

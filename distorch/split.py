@@ -49,7 +49,8 @@ class SplitRequest:
         gets the rest (at least what must stay there, ``floor[0]``) plus ``in_flight + 1`` times
         the largest movable layer (``floor[1]``): room to run offloaded layers (``in_flight`` of
         them at once, see the planner), and one more because layers are whole (the compute
-        device's run of layers may stop up to one layer short of its budget). The donors then hold at most what the user gave them, within two layers.
+        device's run of layers may stop up to one layer short of its budget). The donors then hold
+        at most what the user gave them, within that margin.
         ``compute_room`` (free memory on the compute device minus the host's reserve) caps the
         compute device's budget unless the user gave it an explicit byte size."""
         budgets = self.allocation.budgets(model_bytes, self.compute, self.donor)
