@@ -70,3 +70,15 @@ def comfy_modes(tmp_path_factory, model_cache, modes_files):
     host.start()
     yield host
     host.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One Debian chromium per browser-test module (a skip naming the package where it is missing,
+    a failure in CI); each module opens its pages on its own server."""
+    from ui_browser import Browser, chromium_path
+
+    chromium_path()
+    session = Browser()
+    yield session
+    session.close()

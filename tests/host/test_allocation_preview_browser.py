@@ -6,7 +6,7 @@ import urllib.parse
 
 import pytest
 
-from ui_browser import Browser, add_node, chromium_path, normalized, screenshot, widget_center
+from ui_browser import add_node, normalized, screenshot, widget_center
 
 pytestmark = pytest.mark.host
 
@@ -32,14 +32,6 @@ RECORD_TEXT = """() => {
         return fillText.call(this, text, x, y, ...rest);
     };
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser(comfy):
-    chromium_path()
-    session = Browser()
-    yield session
-    session.close()
 
 
 @pytest.fixture(scope="module")

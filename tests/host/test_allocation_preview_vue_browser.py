@@ -6,7 +6,7 @@ on the server, so it is switched back off for the browser tests that follow."""
 import pytest
 
 from test_allocation_preview_browser import INVALID, VALID
-from ui_browser import Browser, add_node, chromium_path, screenshot
+from ui_browser import add_node, screenshot
 
 pytestmark = pytest.mark.host
 
@@ -15,10 +15,8 @@ SETTING = "Comfy.VueNodes.Enabled"
 
 
 @pytest.fixture(scope="module")
-def page(comfy):
-    chromium_path()
-    session = Browser()
-    page = session.open(comfy.url)
+def page(browser, comfy):
+    page = browser.open(comfy.url)
     page.evaluate(f"async () => await app.extensionManager.setting.set({SETTING!r}, true)")
     try:
         page.wait_for_timeout(500)
@@ -26,7 +24,6 @@ def page(comfy):
         yield page
     finally:
         page.evaluate(f"async () => await app.extensionManager.setting.set({SETTING!r}, false)")
-        session.close()
 
 
 def set_allocation(page, text):

@@ -10,7 +10,7 @@ import pytest
 import hostenv
 import workflows
 from comfy_host import ComfyHost
-from ui_browser import Browser, add_node, chromium_path, normalized, screenshot, widget_center
+from ui_browser import add_node, chromium_path, normalized, screenshot, widget_center
 
 pytestmark = pytest.mark.host
 
@@ -25,13 +25,6 @@ def host(tmp_path_factory, model_cache):
     server.start()
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser(host):
-    session = Browser()
-    yield session
-    session.close()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 import modes_setup
-from ui_browser import Browser, add_node, chromium_path, normalized, screenshot
+from ui_browser import add_node, normalized, screenshot
 
 pytestmark = pytest.mark.host
 
@@ -27,14 +27,6 @@ def reload(host, modes_file, text) -> int:
 
 def choices(page) -> list[str]:
     return page.evaluate(f"() => [...{NODE}.widgets.find(w => w.name === 'mode').options.values]")
-
-
-@pytest.fixture(scope="module")
-def browser(comfy_modes):
-    chromium_path()
-    session = Browser()
-    yield session
-    session.close()
 
 
 @pytest.fixture(scope="module")
