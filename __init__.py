@@ -10,10 +10,11 @@ WEB_DIRECTORY = "./web"  # JS modules: memory panel, node additions, modes dropd
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
 
-_report = model_management_mgpu.install()
+_report = model_management_mgpu.install(queue=getattr(routes.host_server(), "prompt_queue", None))
 _routes = routes.register()
 if _routes:  # inside a running ComfyUI: read modes.yaml now and watch it
     modes_runtime.start()
 logging.getLogger("distorch").info(
-    "comfyui-distorch %s: %d nodes; patched comfy.model_management: %s; routes: %s", __version__,
-    len(NODE_CLASS_MAPPINGS), ", ".join(_report.patched) or "nothing", ", ".join(_routes) or "none")
+    "comfyui-distorch %s: %d nodes; patched comfy.model_management: %s%s; routes: %s", __version__,
+    len(NODE_CLASS_MAPPINGS), ", ".join(_report.patched) or "nothing",
+    " (keep_loaded rule on POST /free)" if _report.free_requests_watched else "", ", ".join(_routes) or "none")

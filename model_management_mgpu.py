@@ -12,7 +12,11 @@ Patches (switch any off with ``DISTORCH_DISABLE_PATCHES=name,name``):
 - ``memory_control``: ``unload_all_models`` and ``soft_empty_cache``. The unload that ComfyUI's
   ``POST /free`` (and Manager's two unload buttons) triggers follows the pack's ``keep_loaded``
   rule (README, "Unload semantics"): with no pack-loaded model present it is the host's own call,
-  unchanged. ``soft_empty_cache`` runs the host's original, then clears the allocator cache of
+  unchanged. The prompt worker makes that call right after it reads the queue's unload flags, so
+  the pack tells it apart by wrapping the queue's ``get_flags`` (``watch_free_requests``). Every
+  other call (OOM recovery, ``--disable-smart-memory``, other packs' purges) keeps the host's
+  meaning: everything comes off the compute devices, and ``keep_loaded`` models stay retained in
+  RAM only. ``soft_empty_cache`` runs the host's original, then clears the allocator cache of
   every other device that holds or held a model, and hands freed RAM back to the OS after an
   unload or when RAM use passes ``DISTORCH_RAM_TRIM_PERCENT`` (default 75). The state these
   wrappers share is one ``MemoryControl`` object carried by the wrappers themselves.
@@ -21,21 +25,24 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import inspect
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from . import device_utils
 from .distorch import dynamic_vram
 from .distorch.memory import ModelMemory, OffloadSettings, change_line
-from .distorch.placement import placement_of
-from .distorch.retention import RetainedModels
+from .distorch.placement import attach, placement_of, whole_size
+from .distorch.retention import (MAX_MODELS_ENV, RAM_PERCENT_ENV, BudgetError, RetainedModels, Retained,
+                                 RetentionBudget, budget_from_environment, over_budget)
 
 log = logging.getLogger("distorch.patches")
 
@@ -58,6 +65,7 @@ _device_override: contextvars.ContextVar[Mapping] = contextvars.ContextVar(
 class InstallReport:
     patched: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # name -> why
+    free_requests_watched: bool = False  # the server's PromptQueue.get_flags is wrapped
 
 
 def _host_module():
@@ -109,8 +117,9 @@ def is_patched(name: str, module=None) -> bool:
     return hasattr(getattr(module, name, None), PATCH_MARKER)
 
 
-def install(module=None) -> InstallReport:
-    """Install every enabled patch once; calling it again changes nothing."""
+def install(module=None, queue=None) -> InstallReport:
+    """Install every enabled patch once; calling it again changes nothing. ``queue`` is the
+    server's PromptQueue (None outside a running ComfyUI): its unload requests are watched."""
     module = module or _host_module()
     report = InstallReport()
     disabled = disabled_patches()
@@ -138,10 +147,18 @@ def install(module=None) -> InstallReport:
                 if not hasattr(getattr(module, name), PATCH_MARKER):
                     setattr(module, name, _memory_wrapper(getattr(module, name), name, control))
                 report.patched.append(name)
+            if queue is not None:
+                why = watch_free_requests(queue, control)
+                if why is None:
+                    report.free_requests_watched = True
+                else:
+                    report.skipped["PromptQueue.get_flags"] = why
     for name, why in report.skipped.items():
         if why.startswith("disabled"):
             continue
         consequence = ("DisTorch loaders fall back to the host's device choice for it" if name in DEVICE_OVERRIDE_TARGETS
+                       else "POST /free unloads every model (keep_loaded is not honoured)"
+                       if name == "PromptQueue.get_flags"
                        else "ComfyUI's own unload flow applies and keep_loaded is not honoured")
         log.warning("comfyui-distorch: not patching comfy.model_management.%s (%s); %s", name, why, consequence)
     return report
@@ -169,13 +186,15 @@ def _cannot_wrap(module, name: str) -> str | None:
     return None
 
 
-def uninstall(module=None) -> list[str]:
+def uninstall(module=None, queue=None) -> list[str]:
     """Restore the host's originals; returns the names restored.
 
     A wrapper that another extension has wrapped again cannot be removed without removing theirs:
     it is left in place and reported."""
     module = module or _host_module()
     restored = []
+    if queue is not None and unwatch_free_requests(queue):
+        restored.append("PromptQueue.get_flags")
     for name in (*DEVICE_OVERRIDE_TARGETS, *MEMORY_CONTROL_TARGETS):
         current = getattr(module, name, None)
         if current is None:
@@ -217,6 +236,43 @@ def memory_control(module=None) -> "MemoryControl | None":
     return getattr(getattr(module, "unload_all_models", None), "__distorch_control__", None)
 
 
+FLOW_FLAGS_MARKER = "__distorch_free_requests__"
+
+
+def watch_free_requests(queue, control: "MemoryControl") -> str | None:
+    """Wrap ``queue.get_flags`` (on this queue object only) so that the worker's reading of unload
+    flags arms the selective rule for the ``unload_all_models`` call that follows it. Returns why
+    it cannot, or None."""
+    current = getattr(queue, "get_flags", None)
+    if current is None or not callable(current):
+        return "the prompt queue has no get_flags"
+    if hasattr(current, FLOW_FLAGS_MARKER):
+        return None
+
+    @functools.wraps(current)
+    def get_flags(*args, **kwargs):
+        flags = current(*args, **kwargs)
+        try:
+            # The worker's own test (main.py): free_memory implies unload_models unless it is given.
+            if isinstance(flags, dict) and flags.get("unload_models", flags.get("free_memory", False)):
+                control.arm_free_flow()
+        except Exception as exc:  # never break the host's worker loop
+            log.warning("comfyui-distorch: reading the queue's unload flags failed: %s", exc)
+        return flags
+
+    setattr(get_flags, FLOW_FLAGS_MARKER, True)
+    queue.get_flags = get_flags  # an instance attribute: the class and other queues are untouched
+    return None
+
+
+def unwatch_free_requests(queue) -> bool:
+    current = queue.__dict__.get("get_flags")
+    if current is None or not hasattr(current, FLOW_FLAGS_MARKER):
+        return False
+    del queue.get_flags
+    return True
+
+
 def _memory_wrapper(original, name: str, control: "MemoryControl"):
     if name == "unload_all_models":
         @functools.wraps(original)
@@ -255,13 +311,14 @@ class MemoryControl:
     """What the pack adds to the host's unload flow, and the state it needs between calls.
 
     - ``retained``: outputs of loaders run with keep_loaded = on, held so that the node-cache reset
-      of "Free model and node cache" cannot drop them and the next prompt reuses them.
+      of "Free model and node cache" cannot drop them and the next prompt reuses them; bounded by
+      ``budget`` together with the other holders (the modes cache).
     - ``survivors``: models the last unload deliberately kept, held through the rest of that flow
       (node-cache reset, gc, empty cache) and released when the next prompt is queued.
     - ``held_devices``: every device a loaded model has used, for the multi-device cache pass.
     """
 
-    def __init__(self, module):
+    def __init__(self, module, budget: RetentionBudget | None = None):
         self.module = module
         # ``lock`` serialises the worker's unload / cache passes (it may be held for seconds while
         # weights move); ``flags`` guards the counters the HTTP handlers touch, never held long, so
@@ -273,6 +330,7 @@ class MemoryControl:
         self.held_devices: set[str] = set()
         self.pack_seen = False
         self.force_requested = False
+        self.free_flow_thread: int | None = None  # the worker that just read unload flags
         self.unloading = False
         self.trim_pending = False
         self.last_full_pass = float("-inf")  # time.monotonic() of the last full cache pass
@@ -280,10 +338,22 @@ class MemoryControl:
         self.flows_completed = 0
         self.last_unload: dict | None = None
         self.flow_before = None  # readings when the current unload flow started
-        self.holders: dict[str, tuple] = {}  # name -> (list patchers, release all): other pack caches
+        self.holders: dict[str, Holder] = {}  # name -> another pack cache that keeps models
+        self.budget = budget if budget is not None else _budget_from_environment()
+        self.evictions: deque[dict] = deque(maxlen=EVICTIONS_SHOWN)
+        self.evicted_total = 0
 
     # -- the host calls these through the wrappers ------------------------------------------
+    def arm_free_flow(self) -> None:
+        """The calling thread (the prompt worker) read unload flags: its next unload_all_models
+        call is the /free flow."""
+        self.free_flow_thread = threading.get_ident()
+
     def unload_all(self, original, *args, **kwargs):
+        armed = self.free_flow_thread == threading.get_ident()
+        if not armed:
+            return self._host_unload(original, *args, **kwargs)
+        self.free_flow_thread = None
         before = _readings()
         with self.lock:
             self.flow_before = before
@@ -294,7 +364,7 @@ class MemoryControl:
             self._note_devices(entries)
             managed = [e for e in entries if placement_of(e.model) is not None]
             if force:
-                mode, unloaded = "force", self._unload(entries)
+                mode, (unloaded, failed) = "force", self._unload(entries)
                 released = self.retained.clear() + self._release_holders()
                 self.survivors = []
                 kept = []
@@ -311,16 +381,54 @@ class MemoryControl:
             else:
                 flagged = [e for e in managed if not placement_of(e.model).keep_loaded]
                 mode = "selective" if flagged else "noop"
-                unloaded = self._unload(flagged)
+                unloaded, failed = self._unload(flagged)
                 released = 0
                 kept_entries = [e for e in entries if not any(e is f for f in flagged)]
                 self.survivors = [e.model for e in kept_entries]
                 kept = [model_label(p) for p in self.survivors]
             self.trim_pending = True
             self.last_unload = {"mode": mode, "at": time.time(), "unloaded": unloaded, "kept": kept}
-        log.info("unload models (%s): unloaded %s; kept %s%s", mode, ", ".join(unloaded) or "nothing",
-                 ", ".join(kept) or "nothing", f"; released {released} retained loader outputs" if released else "")
+            if failed:
+                self.last_unload["failed"] = failed
+        log.info("unload models (%s): unloaded %s; kept %s%s%s", mode, ", ".join(unloaded) or "nothing",
+                 ", ".join(kept) or "nothing", f"; released {released} retained loader outputs" if released else "",
+                 f"; FAILED to unload {', '.join(failed)} (still listed as loaded)" if failed else "")
         return None
+
+    def _host_unload(self, original, *args, **kwargs):
+        """``unload_all_models`` called for anything but the /free flow (OOM recovery, the
+        worker under --disable-smart-memory, other packs): the host's meaning. The host's own
+        call runs, then whatever of ours it left on another device (0.3.75 only unloads the
+        primary one) is unloaded too. keep_loaded models stay retained, in RAM."""
+        entries = [e for e in list(self.module.current_loaded_models) if e.model is not None]
+        if not any(placement_of(e.model) is not None for e in entries):
+            return original(*args, **kwargs)
+        with self.lock:
+            self._note_devices(entries)
+            self.unloading = True
+            try:
+                result = original(*args, **kwargs)
+            finally:
+                self.unloading = False
+            left = [e for e in list(self.module.current_loaded_models)
+                    if e.model is not None and placement_of(e.model) is not None]
+            also, failed = self._unload(left)
+            self.survivors = []
+            self.trim_pending = True
+            kept_in_ram = [model_label(p) for outputs in self.retained.all_outputs() for p in patchers_in(outputs)]
+            caller = _caller()
+            still = self.module.current_loaded_models
+            unloaded = [model_label(e.model) for e in entries if e.model is not None and not any(e is f for f in still)]
+            self.last_unload = {"mode": "host", "at": time.time(), "caller": caller, "unloaded": unloaded,
+                                "kept": [], "retained": kept_in_ram}
+            if failed:
+                self.last_unload["failed"] = failed
+        log.info("unload models (host call from %s): ComfyUI's own unload of every model%s; %s%s", caller,
+                 f", and {', '.join(also)} on other devices" if also else "",
+                 f"keep_loaded models stay in RAM for reuse: {', '.join(kept_in_ram)}" if kept_in_ram
+                 else "no keep_loaded model retained",
+                 f"; FAILED to unload {', '.join(failed)}" if failed else "")
+        return result
 
     def soft_empty_cache(self, original, *args, **kwargs):
         result = original(*args, **kwargs)
@@ -375,26 +483,122 @@ class MemoryControl:
         with self.flags:
             return self.flows_started + 1
 
-    def register_holder(self, name: str, held_patchers, release_all) -> None:
+    def register_holder(self, name: str, held_patchers, release_all, entries=None, evict=None) -> None:
         """Another part of the pack that keeps models (the modes cache): its models are listed as
-        retained in the memory report, and a force free empties it. ``held_patchers()`` returns
-        the ModelPatchers it holds, ``release_all()`` drops them and returns how many."""
-        self.holders[name] = (held_patchers, release_all)
+        retained in the memory report, a force free empties it, and its entries count toward the
+        retention budget. ``held_patchers()`` returns the ModelPatchers it holds, ``release_all()``
+        drops them and returns how many; ``entries()`` lists them as ``Retained`` items and
+        ``evict(key)`` drops one (both optional: without them the holder is outside the budget)."""
+        self.holders[name] = Holder(held_patchers, release_all, entries, evict)
+
+    def retain(self, key, outputs, owner=None, label: str = "") -> None:
+        """Hold a keep_loaded loader's outputs; ``owner`` (the loader node) releases what it held
+        for other inputs. Then the budget is enforced, the new entry evicted last."""
+        size = sum(_whole_size(p) for p in patchers_in(outputs))
+        self.retained.put(key, outputs, label or ", ".join(model_label(p) for p in patchers_in(outputs)), size)
+        released = self.retained.claim(owner, key) if owner is not None else []
+        for old_key, old_outputs in released:
+            self._let_go(old_outputs, f"{owner} now loads other inputs")
+        self.enforce_budget(protect=("retained", key))
+
+    def retained_outputs(self, key, owner=None):
+        """The outputs held for ``key`` (now most recently used), or None; ``owner`` now holds it."""
+        outputs = self.retained.get(key)
+        if outputs is not None and owner is not None:
+            for _, old_outputs in self.retained.claim(owner, key):
+                self._let_go(old_outputs, f"{owner} now loads other inputs")
+        return outputs
+
+    def disown(self, owner) -> None:
+        """``owner`` (a loader node) ran with keep_loaded off: it no longer holds anything."""
+        for _, old_outputs in self.retained.claim(owner, None):
+            self._let_go(old_outputs, f"{owner} no longer keeps it loaded")
+
+    def set_budget(self, budget: RetentionBudget) -> list[dict]:
+        self.budget = budget
+        return self.enforce_budget()
+
+    def retention_items(self) -> list[tuple[str, Retained]]:
+        items = [("retained", item) for item in self.retained.items()]
+        for name, holder in list(self.holders.items()):
+            if holder.entries is None or holder.evict is None:
+                continue
+            try:
+                items += [(name, item) for item in holder.entries()]
+            except Exception as exc:
+                log.warning("listing %s for the retention budget failed: %s", name, exc)
+        return items
+
+    def enforce_budget(self, protect=None) -> list[dict]:
+        """Release least recently used retained entries until the budget holds; returns them."""
+        items = self.retention_items()
+        owner_of = {(owner, item.key): owner for owner, item in items}
+        # Keys of different holders may collide: the budget sees (holder, key) pairs.
+        tagged = [Retained((owner, item.key), item.label, item.size_bytes, item.last_used) for owner, item in items]
+        ram_total = _ram_total()
+        victims = over_budget(tagged, self.budget.max_models, self.budget.max_bytes(ram_total), protect)
+        evicted = []
+        for victim in victims:
+            holder_name, key = victim.key
+            record = {"label": victim.label, "bytes": victim.size_bytes, "holder": holder_name, "at": time.time(),
+                      "reason": f"over the retention budget ({self.budget.max_models} models, "
+                                f"{self.budget.ram_percent:g}% of RAM = {self.budget.max_bytes(ram_total) / 2**30:.1f} GiB)"}
+            if owner_of.get(victim.key) == "retained":
+                outputs = self.retained.pop(key)
+                if outputs is None:
+                    continue
+                self._let_go(outputs, None)
+            else:
+                try:
+                    self.holders[holder_name].evict(key)
+                except Exception as exc:
+                    log.warning("releasing %s from %s failed: %s", victim.label, holder_name, exc)
+                    continue
+            self.evictions.appendleft(record)
+            self.evicted_total += 1
+            evicted.append(record)
+            log.info("retention budget: released %s (%.1f MiB) from %s, least recently used: %s; change the "
+                     "budget in Settings > DisTorch or with %s / %s", victim.label, victim.size_bytes / 2**20,
+                     holder_name, record["reason"], MAX_MODELS_ENV, RAM_PERCENT_ENV)
+        return evicted
+
+    def retention_report(self) -> dict:
+        items = self.retention_items()
+        ram_total = _ram_total()
+        return {"budget": self.budget.as_dict(ram_total),
+                "used": {"models": len(items), "bytes": sum(item.size_bytes for _, item in items)},
+                "evicted_total": self.evicted_total, "recent_evictions": list(self.evictions)}
+
+    def _let_go(self, outputs, why: str | None) -> None:
+        """Outputs the pack no longer keeps: flagged (keep_loaded off) and unloaded from the host
+        if it lists them (the host loads them again if something still uses them)."""
+        patchers = patchers_in(outputs)
+        for patcher in patchers:
+            placement = placement_of(patcher)
+            if placement is not None and placement.keep_loaded:
+                attach(patcher, dataclasses.replace(placement, keep_loaded=False))
+        inner = {id(getattr(p, "model", None)) for p in patchers}
+        with self.lock:
+            entries = [e for e in list(self.module.current_loaded_models)
+                       if e.model is not None and id(getattr(e.model, "model", None)) in inner]
+            self._unload(entries)
+        if why:
+            log.info("released the kept %s: %s", ", ".join(model_label(p) for p in patchers) or "outputs", why)
 
     def _release_holders(self) -> int:
         released = 0
-        for name, (_, release_all) in list(self.holders.items()):
+        for name, holder in list(self.holders.items()):
             try:
-                released += int(release_all() or 0)
+                released += int(holder.release_all() or 0)
             except Exception as exc:
                 log.warning("force free: emptying %s failed: %s", name, exc)
         return released
 
     def _held_by_holders(self) -> list:
         held = []
-        for name, (held_patchers, _) in list(self.holders.items()):
+        for name, holder in list(self.holders.items()):
             try:
-                held.extend(held_patchers())
+                held.extend(holder.held_patchers())
             except Exception as exc:
                 log.debug("listing %s failed: %s", name, exc)
         return held
@@ -432,21 +636,74 @@ class MemoryControl:
                 if device is not None:
                     self.held_devices.add(str(device))
 
-    def _unload(self, entries) -> list[str]:
-        names = []
+    def _unload(self, entries) -> tuple[list[str], list[str]]:
+        """Unload each entry through the host's LoadedModel; returns (unloaded, failed) labels.
+        An entry leaves the host's list only when its unload succeeded: a failed one still holds
+        its memory, and the host must keep counting it."""
+        names, failed = [], []
         for entry in entries:
             patcher = entry.model
             label = model_label(patcher) if patcher is not None else "a dead model"
             try:
                 entry.model_unload()
             except Exception as exc:  # keep going: the others must still be unloaded
-                log.warning("unloading %s failed: %s", label, exc)
+                log.warning("unloading %s failed, so ComfyUI keeps it listed as loaded: %s: %s", label,
+                            type(exc).__name__, exc)
+                failed.append(label)
+                continue
             current = self.module.current_loaded_models
             for index in range(len(current) - 1, -1, -1):
                 if current[index] is entry:
                     current.pop(index)
             names.append(label)
-        return names
+        return names, failed
+
+
+@dataclass(frozen=True)
+class Holder:
+    held_patchers: Callable[[], list]
+    release_all: Callable[[], int]
+    entries: Callable[[], list[Retained]] | None = None
+    evict: Callable[[object], object] | None = None
+
+
+EVICTIONS_SHOWN = 20  # the memory report lists this many recent budget releases
+
+
+def _budget_from_environment() -> RetentionBudget:
+    try:
+        return budget_from_environment()
+    except BudgetError as exc:
+        log.warning("comfyui-distorch: %s; using the default retention budget (%d models, %g%% of RAM)",
+                    exc, RetentionBudget().max_models, RetentionBudget().ram_percent)
+        return RetentionBudget()
+
+
+def _ram_total() -> int:
+    try:
+        return int(device_utils.read_ram().total)
+    except Exception:
+        return 0
+
+
+def _whole_size(patcher) -> int:
+    try:
+        return whole_size(patcher)
+    except Exception:
+        return 0
+
+
+def _caller() -> str:
+    """Where the host called unload_all_models from, for the log ('execution.py:execute')."""
+    frame = inspect.currentframe()
+    try:
+        for _ in range(4):  # _caller <- _host_unload <- unload_all <- wrapper <- the caller
+            frame = frame.f_back if frame is not None else None
+        if frame is None:
+            return "unknown"
+        return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_code.co_name}"
+    finally:
+        del frame
 
 
 def _readings():

@@ -217,7 +217,8 @@ def model_document(model: ModelMemory) -> dict:
 
 def report_document(devices: list[DeviceMemory], ram: RamReading, settings: OffloadSettings,
                     models: list[ModelMemory], last_unload: Mapping | None = None,
-                    thresholds: Thresholds = Thresholds(), now: float | None = None) -> dict:
+                    thresholds: Thresholds = Thresholds(), now: float | None = None,
+                    retention: Mapping | None = None) -> dict:
     """The JSON document of ``GET /internal/memory`` (schema: schemas/internal_memory.schema.json)."""
     return {
         "schema_version": SCHEMA_VERSION,
@@ -232,6 +233,8 @@ def report_document(devices: list[DeviceMemory], ram: RamReading, settings: Offl
                       "recommended_actions": list(w.recommended_actions)}
                      for w in memory_warnings(devices, ram, settings, models, thresholds)],
         "last_unload": dict(last_unload) if last_unload else None,
+        # what the pack keeps beyond ComfyUI's node cache, its budget and recent budget releases
+        "retention": dict(retention) if retention is not None else None,
     }
 
 

@@ -80,6 +80,15 @@ class ModeCache:
     def clear(self) -> list[Entry]:
         return self.discard(lambda entry: False)
 
+    def evict(self, key: str) -> list[Entry]:
+        """Drop one entry (the pack's retention budget chose it)."""
+        return self.discard(lambda entry: entry.key != key)
+
+    def budget_items(self) -> list[tuple[str, str, int, float]]:
+        """(key, label, bytes, last used) per entry, for the pack's retention budget."""
+        with self._lock:
+            return [(e.key, f"mode '{e.mode}'", e.size_bytes, e.last_used) for e in self._entries.values()]
+
     def _shrink(self) -> list[Entry]:
         evicted = []
         while len(self._entries) > 1 and (len(self._entries) > self.max_entries or self.total_bytes() > self.max_bytes):

@@ -80,6 +80,9 @@ def send_event(data: dict) -> None:
             log.debug("modes: websocket event not sent", exc_info=True)
 
 
+MEMORY_HOLDER = "modes cache"  # the name memory control lists this cache under
+
+
 class ModesService:
     def __init__(self):
         self.state = ModesState(lambda: dict(os.environ), _user_dir, host_checks)
@@ -87,9 +90,11 @@ class ModesService:
         self.watcher = FileWatcher(lambda: self.reload("file"))
         self.state.listeners.append(self._after_reload)
         self.sighup = False
+        self._restore_sighup = None
         self.last_reload: ReloadResult | None = None
         self._load_lock = threading.Lock()   # one cold load at a time (prompt worker vs preload)
         self._started = False
+        self._control = None  # the pack's MemoryControl, once registered with it
 
     # ---- lifecycle -----------------------------------------------------------------------------
     def start(self) -> "ModesService":
@@ -97,9 +102,21 @@ class ModesService:
             return self
         self._started = True
         self.reload("start")
-        self.sighup = install_sighup(lambda: self.reload("signal"))
+        self._restore_sighup = install_sighup(lambda: self.reload("signal"))
+        self.sighup = self._restore_sighup is not None
         self._register_with_memory_control()
         return self
+
+    def stop(self) -> None:
+        """Undo ``start``: stop watching the file, put the previous SIGHUP handler back."""
+        if not self._started:
+            return
+        self._started = False
+        self.watcher.stop()
+        if self._restore_sighup is not None:
+            self._restore_sighup()
+            self._restore_sighup = None
+        self.sighup = False
 
     def _register_with_memory_control(self) -> None:
         """Let the pack's memory control (where present) list the cached modes' models as retained
@@ -109,7 +126,12 @@ class ModesService:
         find = getattr(model_management_mgpu, "memory_control", None)
         control = find() if callable(find) else None
         if control is not None and hasattr(control, "register_holder"):
-            control.register_holder("modes cache", self.held_patchers, lambda: len(self.cache.clear()))
+            from ..distorch.retention import Retained
+
+            control.register_holder(
+                MEMORY_HOLDER, self.held_patchers, lambda: len(self.cache.clear()),
+                entries=lambda: [Retained(*item) for item in self.cache.budget_items()], evict=self.cache.evict)
+            self._control = control
 
     def held_patchers(self) -> list:
         """Every ModelPatcher the mode cache keeps alive."""
@@ -194,6 +216,8 @@ class ModesService:
             started = time.perf_counter()
             loaded = load_mode(spec)
             evicted = self.cache.put(key, name, loaded, loaded.size_bytes)
+        if self._control is not None:  # the pack-wide retention budget, this mode evicted last
+            self._control.enforce_budget(protect=(MEMORY_HOLDER, key))
         log.info("modes: loaded '%s' from disk in %.2f s (%.1f MiB)%s", name, time.perf_counter() - started,
                  loaded.size_bytes / 2**20,
                  "; evicted " + ", ".join(e.mode for e in evicted) if evicted else "")

@@ -108,17 +108,38 @@ class FileWatcher:
             self._observer = None
 
 
-def install_sighup(on_signal: Callable[[], None]) -> bool:
-    """Reload on SIGHUP (POSIX). The handler only starts a thread: no work in signal context."""
+SIGHUP_MARKER = "__distorch_sighup__"
+
+
+def install_sighup(on_signal: Callable[[], None]) -> Callable[[], bool] | None:
+    """Reload on SIGHUP (POSIX). The handler only starts a thread (no work in signal context),
+    then calls the Python handler that was there before, so another SIGHUP user keeps working.
+    Returns a function that puts the previous handler back (False if someone replaced ours
+    meanwhile, which is then left alone), or None where SIGHUP cannot be handled."""
     if not hasattr(signal, "SIGHUP"):
-        return False
+        return None
+    previous = signal.getsignal(signal.SIGHUP)
 
     def handler(signum, frame):
         threading.Thread(target=on_signal, name="distorch-modes-sighup", daemon=True).start()
+        if callable(previous) and previous not in (signal.SIG_IGN, signal.SIG_DFL):
+            previous(signum, frame)
 
+    setattr(handler, SIGHUP_MARKER, True)
     try:
         signal.signal(signal.SIGHUP, handler)
     except ValueError:  # not the main thread
         log.info("modes: SIGHUP reload unavailable (pack imported outside the main thread)")
-        return False
-    return True
+        return None
+
+    def restore() -> bool:
+        if signal.getsignal(signal.SIGHUP) is not handler:
+            log.warning("modes: the SIGHUP handler was replaced by another extension; leaving theirs in place")
+            return False
+        try:
+            signal.signal(signal.SIGHUP, previous if previous is not None else signal.SIG_DFL)
+        except ValueError:
+            return False
+        return True
+
+    return restore

@@ -4,6 +4,13 @@ Wraps each DisTorch loader's function (in place, once): when a model with the sa
 same file (size, modification time) is already held, it is returned as is, so a prompt after
 "Free model and node cache" gets the loaded model without reading the file again. With
 ``keep_loaded = off`` nothing is held and the model lives as long as ComfyUI's node cache keeps it.
+
+Each loader node owns what it holds: when it runs again with other inputs, or with keep_loaded
+off, the copy it held for its old inputs is released before anything else loads. The node is
+known by the object ComfyUI keeps for it (one per node of a graph, reused from prompt to prompt;
+a hidden UNIQUE_ID input would also do, but it stops ComfyUI from sharing one load between two
+identical loader nodes). All held outputs fit the
+retention budget (model_management_mgpu.MemoryControl.enforce_budget).
 """
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ import inspect
 import logging
 import os
 import time
+import uuid
 
 import folder_paths
 
@@ -56,6 +64,18 @@ def _set_keep_loaded(outputs, keep_loaded: bool) -> None:
             attach(patcher, dataclasses.replace(placement, keep_loaded=keep_loaded))
 
 
+OWNER_ATTRIBUTE = "_distorch_owner"
+
+
+def _owner_of(node) -> str:
+    """A name for the loader node ``node`` (ComfyUI's object for it), stable while it lives."""
+    owner = node.__dict__.get(OWNER_ATTRIBUTE)
+    if owner is None:
+        owner = f"{type(node).__name__} node {uuid.uuid4().hex[:6]}"
+        node.__dict__[OWNER_ATTRIBUTE] = owner
+    return owner
+
+
 def honour_keep_loaded(cls):
     """Wrap ``cls.FUNCTION`` so keep_loaded outputs are held and reused. Idempotent."""
     function_name = cls.FUNCTION
@@ -70,25 +90,30 @@ def honour_keep_loaded(cls):
         if args:  # ComfyUI passes inputs by name; direct Python callers may not
             inputs = dict(signature.bind(self, *args, **inputs).arguments)
             inputs.pop(next(iter(signature.parameters)))
+        owner = _owner_of(self)
         control = memory_control()
         keep = bool(inputs.get("keep_loaded", False))
         if control is None:  # memory control is off: the flag is only recorded
             return original(self, **inputs)
         key = retention_key(type(self).__name__, inputs)
-        held = control.retained.get(key)
+        held = control.retained_outputs(key, owner if keep else None)
         if held is not None:
             _set_keep_loaded(held, keep)
             if not keep:
                 control.retained.pop(key)
+                control.disown(owner)
             log.info("%s: reusing the loaded model (keep_loaded), no file read", type(self).__name__)
             return held
+        # What this node kept for its old inputs can no longer be reached from it: let it go
+        # before loading the new one (a 12 GB model must not be held twice).
+        control.disown(owner)
         with device_utils.logged_change(f"{type(self).__name__} load memory change", log):
             outputs = original(self, **inputs)
         now = time.time()
         for patcher in patchers_in(outputs):
             patcher.attachments[LOADED_AT_KEY] = now
         if keep:
-            control.retained.put(key, outputs)
+            control.retain(key, outputs, owner)
         return outputs
 
     setattr(load, WRAPPED_MARKER, True)

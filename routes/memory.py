@@ -47,7 +47,8 @@ class MemoryReporter:
         devices, ram = device_utils.read_all_devices()
         models = control.loaded_models() if control is not None else []
         return report_document(devices, ram, offload_settings(mm), models,
-                               control.last_unload if control is not None else None)
+                               control.last_unload if control is not None else None,
+                               retention=control.retention_report() if control is not None else None)
 
     def current(self) -> dict:
         now = time.monotonic()

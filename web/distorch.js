@@ -6,6 +6,7 @@ import { freeEverything, unloadFlagged } from "./memory_actions.js";
 import { buildPanel, renderMemory } from "./memory_panel.js";
 import { LOADER_CLASSES, attachAllocationPreview, labelDeviceWidgets, redrawGraph } from "./node_widgets.js";
 import { throttle } from "./throttle.js";
+import { pushStoredBudget, retentionSettings } from "./retention_settings.js";
 
 const TAB_ID = "distorch-memory";
 const SETTING_ENABLED = "DisTorch.MemoryPanel.Enabled";
@@ -80,6 +81,7 @@ app.registerExtension({
       defaultValue: DEFAULT_CAP_MS,
       attrs: { min: 0, max: 10000, step: 100 },
     },
+    ...retentionSettings(() => ready),
   ],
   async setup() {
     ready = true;
@@ -87,6 +89,7 @@ app.registerExtension({
     showTab(setting(SETTING_ENABLED, true) !== false);
     onMemory(throttle(redrawGraph, () => setting(SETTING_CAP, DEFAULT_CAP_MS)));
     fetchMemory().catch((error) => console.warn("DisTorch: GET /internal/memory failed:", error));
+    pushStoredBudget(setting).catch((error) => console.warn("DisTorch: retention budget not synced:", error));
   },
   nodeCreated(node) {
     if (!LOADER_CLASSES.has(node.comfyClass)) return;

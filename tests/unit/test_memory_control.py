@@ -1,5 +1,10 @@
 """The memory-control patches against the real comfy.model_management, in-process, with real
-ModelPatchers around small modules loaded through the host's own load_models_gpu (CPU)."""
+ModelPatchers around small modules loaded through the host's own load_models_gpu (CPU).
+
+The /free flow is driven the way ComfyUI's prompt worker drives it (main.py): ``POST /free`` sets
+flags on the real PromptQueue, the worker reads them with ``get_flags()`` and then calls
+``unload_all_models()``. A call of ``unload_all_models()`` without that (OOM recovery,
+--disable-smart-memory, other packs) keeps the host's meaning."""
 import gc
 import logging
 
@@ -8,18 +13,41 @@ import torch
 
 
 
+class _Server:
+    def queue_updated(self):
+        pass
+
+
 @pytest.fixture
-def control(mm, pack_module):
+def queue(mm):
+    import execution
+
+    return execution.PromptQueue(_Server())
+
+
+@pytest.fixture
+def control(mm, pack_module, queue):
     patches = pack_module("model_management_mgpu")
     original_unload = mm.unload_all_models
-    report = patches.install(mm)
-    assert "unload_all_models" in report.patched
+    original_get_flags = queue.get_flags
+    report = patches.install(mm, queue=queue)
+    assert "unload_all_models" in report.patched and report.free_requests_watched
     yield patches.memory_control(mm)
-    mm.unload_all_models()  # whatever the test left (our wrapper: force not set -> selective/core)
+    mm.unload_all_models()  # whatever the test left (outside a /free flow: the host's meaning)
     original_unload()
     mm.current_loaded_models.clear()
-    patches.uninstall(mm)
+    patches.uninstall(mm, queue=queue)
     assert mm.unload_all_models is original_unload
+    assert queue.get_flags == original_get_flags and "get_flags" not in queue.__dict__
+
+
+def free(mm, queue, **flags):
+    """POST /free with these flags, then what the prompt worker does between prompts (main.py)."""
+    for name, value in (flags or {"unload_models": True}).items():
+        queue.set_flag(name, value)
+    read = queue.get_flags()
+    if read.get("unload_models", read.get("free_memory", False)):
+        mm.unload_all_models()
 
 
 @pytest.fixture
@@ -44,19 +72,19 @@ def loaded(mm):
     return [entry.model for entry in mm.current_loaded_models]
 
 
-def test_no_pack_model_means_the_host_decides(mm, control, make_model):
+def test_no_pack_model_means_the_host_decides(mm, control, make_model, queue):
     core = make_model("core")
     assert any(p is core for p in loaded(mm))
-    mm.unload_all_models()
+    free(mm, queue)
     assert loaded(mm) == [] and control.last_unload["mode"] == "core"
 
 
-def test_selective_unloads_exactly_the_flagged(mm, control, make_model, caplog):
+def test_selective_unloads_exactly_the_flagged(mm, control, make_model, caplog, queue):
     flagged = make_model("flagged.safetensors", keep_loaded=False)
     kept = make_model("kept.safetensors", keep_loaded=True)
     core = make_model("core")
     with caplog.at_level(logging.INFO, logger="distorch"):
-        mm.unload_all_models()
+        free(mm, queue, unload_models=True, free_memory=True)
     remaining = loaded(mm)
     assert not any(p is flagged for p in remaining)
     assert any(p is kept for p in remaining) and any(p is core for p in remaining)
@@ -65,19 +93,19 @@ def test_selective_unloads_exactly_the_flagged(mm, control, make_model, caplog):
     assert "unloaded flagged.safetensors (unet); kept" in caplog.text
 
 
-def test_nothing_flagged_is_a_strict_noop(mm, control, make_model):
+def test_nothing_flagged_is_a_strict_noop(mm, control, make_model, queue):
     kept = make_model("kept.safetensors", keep_loaded=True)
     core = make_model("core")
     before = [id(p) for p in loaded(mm)]
-    mm.unload_all_models()
+    free(mm, queue, free_memory=True)  # the worker's rule: free_memory alone unloads too
     assert [id(p) for p in loaded(mm)] == before and control.last_unload["mode"] == "noop"
     assert kept.model.weight.device.type == "cpu" and core.loaded_size() > 0
 
 
-def test_survivors_outlive_the_node_cache_until_the_next_prompt(mm, control, make_model):
+def test_survivors_outlive_the_node_cache_until_the_next_prompt(mm, control, make_model, queue):
     flagged = make_model("flagged.safetensors", keep_loaded=False)  # the node cache's references,
     core = make_model("core")                                        # in the real flow
-    mm.unload_all_models()
+    free(mm, queue)
     del core, flagged  # the worker resets the node cache...
     gc.collect()  # ...and collects
     assert len(loaded(mm)) == 1, "the kept core model died in the gc pass"
@@ -87,12 +115,12 @@ def test_survivors_outlive_the_node_cache_until_the_next_prompt(mm, control, mak
     assert loaded(mm) == []
 
 
-def test_force_unloads_everything_and_releases_retained_outputs(mm, control, make_model):
+def test_force_unloads_everything_and_releases_retained_outputs(mm, control, make_model, queue):
     kept = make_model("kept.safetensors", keep_loaded=True)
     core = make_model("core")  # alive (the node cache's reference): force must unload it too
     control.retained.put(("key",), (kept,))
     target = control.request_force()
-    mm.unload_all_models()
+    free(mm, queue)
     assert loaded(mm) == [] and len(control.retained) == 0 and control.last_unload["mode"] == "force"
     assert sorted(control.last_unload["unloaded"]) == sorted(["kept.safetensors (unet)", "Linear"])
     assert core.loaded_size() == 0 and kept.loaded_size() == 0
@@ -101,15 +129,15 @@ def test_force_unloads_everything_and_releases_retained_outputs(mm, control, mak
     assert control.flows_completed == target
 
 
-def test_other_pack_caches_are_listed_and_emptied_by_force(mm, control, make_model):
+def test_other_pack_caches_are_listed_and_emptied_by_force(mm, control, make_model, queue):
     held = [make_model("cached-mode.safetensors", keep_loaded=False)]
     control.register_holder("test cache", lambda: list(held), lambda: (len(held), held.clear())[0])
     try:
-        mm.unload_all_models()  # flagged: leaves the host's list, stays in the cache
+        free(mm, queue)  # flagged: leaves the host's list, stays in the cache
         (report,) = control.loaded_models()
         assert (report.name, report.state) == ("cached-mode.safetensors", "retained")
         control.request_force()
-        mm.unload_all_models()
+        free(mm, queue)
         assert held == [] and control.loaded_models() == []
     finally:
         control.holders.pop("test cache", None)
@@ -185,3 +213,123 @@ def test_a_dynamic_vram_model_is_reported_where_its_weights_are(mm, pack_module)
     plain = comfy.model_patcher.ModelPatcher(module, load_device=torch.device("cuda:0"),
                                              offload_device=torch.device("cpu"))
     assert describe_model(plain, "loaded").devices == {"cpu": 40_400}  # meta tensors are not memory
+
+
+def test_an_oom_unload_keeps_the_hosts_meaning(mm, control, make_model, caplog):
+    """execution.py calls unload_all_models() after an OOM: nothing of ours may stay loaded (the
+    retry needs the room), but keep_loaded outputs stay retained in RAM for the retry to reuse."""
+    kept = make_model("kept.safetensors", keep_loaded=True)
+    flagged = make_model("flagged.safetensors", keep_loaded=False)
+    core = make_model("core")
+    control.retained.put(("kept",), (kept,))
+    with caplog.at_level(logging.INFO, logger="distorch"):
+        mm.unload_all_models()  # not preceded by the worker reading /free's flags
+    assert loaded(mm) == []
+    assert kept.loaded_size() == 0 and flagged.loaded_size() == 0 and core.loaded_size() == 0
+    assert control.last_unload["mode"] == "host" and control.last_unload["retained"] == ["kept.safetensors (unet)"]
+    assert control.last_unload["caller"].startswith("test_memory_control.py:")
+    states = {m.name: m.state for m in control.loaded_models()}
+    assert states == {"kept.safetensors": "retained"}
+    assert "host call from test_memory_control.py" in caplog.text and "stay in RAM" in caplog.text
+    assert control.flows_started == 0, "a host call is not a /free flow: /distorch/free must not count it"
+
+
+def test_flags_without_an_unload_do_not_arm_the_rule(mm, control, make_model, queue):
+    kept = make_model("kept.safetensors", keep_loaded=True)
+    queue.set_flag("something_else", True)
+    queue.get_flags()  # the worker read flags, but no unload follows
+    mm.unload_all_models()  # e.g. a later OOM: host meaning, so the kept model comes off
+    assert loaded(mm) == [] and control.last_unload["mode"] == "host"
+    assert kept.loaded_size() == 0
+
+
+def test_a_failed_unload_stays_in_the_hosts_list(mm, control, make_model, queue, caplog):
+    broken = make_model("broken.safetensors", keep_loaded=False)
+    other = make_model("other.safetensors", keep_loaded=False)
+    (entry,) = [e for e in mm.current_loaded_models if e.model is broken]
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("injected: the weights could not be moved")
+
+    entry.model_unload = refuse  # this one LoadedModel only
+    with caplog.at_level(logging.WARNING, logger="distorch"):
+        free(mm, queue)
+    assert [e.model for e in mm.current_loaded_models] == [broken], "a failed unload must stay accounted"
+    assert other.loaded_size() == 0, "the failure must not stop the other unloads"
+    assert control.last_unload["failed"] == ["broken.safetensors (unet)"]
+    assert control.last_unload["unloaded"] == ["other.safetensors (unet)"]
+    assert "unloading broken.safetensors (unet) failed" in caplog.text and "injected" in caplog.text
+    del entry.model_unload
+
+
+def test_a_node_with_new_inputs_releases_what_it_kept(mm, control, make_model):
+    first = make_model("v1.safetensors", keep_loaded=True)
+    control.retain(("v1",), (first,), owner="node A")
+    second = make_model("v2.safetensors", keep_loaded=True)
+    control.retain(("v2",), (second,), owner="node A")
+    assert control.retained.keys() == [("v2",)]
+    assert not any(p is first for p in loaded(mm)), "the released copy must leave the host's list"
+    from_report = {m.name for m in control.loaded_models()}
+    assert from_report == {"v2.safetensors"}, "neither loaded nor retained: gone from the memory report"
+    assert not first.attachments["distorch.placement"].keep_loaded, "a released copy is flagged"
+
+
+def test_a_shared_load_stays_while_another_node_holds_it(mm, control, make_model):
+    shared = make_model("shared.safetensors", keep_loaded=True)
+    control.retain(("shared",), (shared,), owner="node A")
+    assert control.retained_outputs(("shared",), owner="node B") == (shared,)
+    control.disown("node A")
+    assert control.retained.keys() == [("shared",)]
+    control.disown("node B")
+    assert control.retained.keys() == []
+
+
+def test_the_budget_releases_least_recently_used_first(mm, control, make_model, pack_module, caplog):
+    retention = pack_module("distorch.retention")
+    control.set_budget(retention.RetentionBudget(2, 100.0, "settings"))
+    models = [make_model(f"m{i}.safetensors", keep_loaded=True) for i in range(3)]
+    control.retain(("m0",), (models[0],))
+    control.retain(("m1",), (models[1],))
+    control.retained_outputs(("m0",))  # m0 used again: m1 is now the least recently used
+    with caplog.at_level(logging.INFO, logger="distorch"):
+        control.retain(("m2",), (models[2],))
+    assert sorted(control.retained.keys()) == [("m0",), ("m2",)]
+    report = control.retention_report()
+    assert report["used"]["models"] == 2 and report["evicted_total"] == 1
+    assert report["recent_evictions"][0]["label"] == "m1.safetensors (unet)"
+    assert report["budget"]["source"] == "settings"
+    assert "retention budget: released m1.safetensors (unet)" in caplog.text
+    assert not models[1].attachments["distorch.placement"].keep_loaded
+
+
+def test_the_budget_counts_bytes_and_other_holders(mm, control, make_model, pack_module, monkeypatch):
+    retention = pack_module("distorch.retention")
+    patches = pack_module("model_management_mgpu")
+    one = 512 * 512 * 4 + 512 * 4  # a Linear(512, 512) in fp32
+    monkeypatch.setattr(patches, "_ram_total", lambda: 100 * one)
+    control.set_budget(retention.RetentionBudget(10, 2.5, "settings"))  # room for two models
+    cache = {"mode-a": 1.0}  # another holder (the modes cache), its entry used long ago
+    control.register_holder("test modes", lambda: [], lambda: 0,
+                            entries=lambda: [retention.Retained(k, f"mode {k}", one, t) for k, t in cache.items()],
+                            evict=cache.pop)
+    try:
+        control.retain(("a",), (make_model("a.safetensors", keep_loaded=True, size=512),))
+        control.retain(("b",), (make_model("b.safetensors", keep_loaded=True, size=512),))
+        assert cache == {} and sorted(control.retained.keys()) == [("a",), ("b",)]
+        assert control.retention_report()["recent_evictions"][0]["holder"] == "test modes"
+    finally:
+        control.holders.pop("test modes", None)
+
+
+def test_the_queue_watcher_is_removable_and_only_on_that_queue(mm, pack_module, queue):
+    import execution
+
+    patches = pack_module("model_management_mgpu")
+    other = execution.PromptQueue(_Server())
+    control = patches.MemoryControl(mm)
+    assert patches.watch_free_requests(queue, control) is None
+    assert "get_flags" in queue.__dict__ and "get_flags" not in other.__dict__
+    assert patches.watch_free_requests(queue, control) is None  # idempotent: not wrapped twice
+    assert not hasattr(queue.get_flags.__wrapped__, patches.FLOW_FLAGS_MARKER)
+    assert patches.unwatch_free_requests(queue) and "get_flags" not in queue.__dict__
+    assert not patches.unwatch_free_requests(queue)

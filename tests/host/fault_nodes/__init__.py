@@ -1,0 +1,49 @@
+"""A tiny custom-node pack for the memory-safety tests: faults a real workflow can meet.
+
+- ``DisTorchTestRaiseOOM`` raises ComfyUI's own OOM exception (what a sampler raises when the GPU
+  is full), after its MODEL input was loaded, so ComfyUI runs its OOM recovery.
+- ``DisTorchTestBreakUnload`` makes the next unload of its MODEL's loaded entry raise once (a
+  driver error while moving weights), to check that a failed unload stays accounted.
+Installed only into test hosts' custom_nodes/; never shipped.
+"""
+import comfy.model_management as mm
+
+
+class RaiseOOM:
+    CATEGORY = "DisTorch/tests"
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "run"
+    OUTPUT_NODE = True  # runs without a consumer
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "seed": ("INT", {"default": 0, "min": 0, "max": 2**31})}}
+
+    def run(self, model, seed):
+        mm.load_models_gpu([model])  # what a sampler does first: the models are loaded when it fails
+        raise mm.OOM_EXCEPTION("injected by DisTorchTestRaiseOOM: out of memory")
+
+
+class BreakUnload:
+    CATEGORY = "DisTorch/tests"
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "run"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "seed": ("INT", {"default": 0, "min": 0, "max": 2**31})}}
+
+    def run(self, model, seed):
+        mm.load_models_gpu([model])
+        for entry in mm.current_loaded_models:
+            if entry.model is not None and entry.model.model is model.model:
+                def refuse_once(*args, _entry=entry, **kwargs):
+                    del _entry.model_unload  # the next try goes to the class's own method
+                    raise RuntimeError("injected by DisTorchTestBreakUnload: the weights could not be moved")
+
+                entry.model_unload = refuse_once
+        return (model,)
+
+
+NODE_CLASS_MAPPINGS = {"DisTorchTestRaiseOOM": RaiseOOM, "DisTorchTestBreakUnload": BreakUnload}
