@@ -6,11 +6,11 @@ same file (size, modification time) is already held, it is returned as is, so a 
 ``keep_loaded = off`` nothing is held and the model lives as long as ComfyUI's node cache keeps it.
 
 Each loader node owns what it holds: when it runs again with other inputs, or with keep_loaded
-off, the copy it held for its old inputs is released before anything else loads. The node is
-known by the object ComfyUI keeps for it (one per node of a graph, reused from prompt to prompt;
-a hidden UNIQUE_ID input would also do, but it stops ComfyUI from sharing one load between two
-identical loader nodes). All held outputs fit the
-retention budget (model_management_mgpu.MemoryControl.enforce_budget).
+off, the copy it held for its old inputs is released before anything else loads. A node is known
+as ComfyUI knows it, by its class and its id in the graph (read from the host's executing-node
+context; a hidden UNIQUE_ID input would also give it, but would stop ComfyUI from sharing one
+load between two identical loader nodes). Where the host has no such context, by the node object
+ComfyUI keeps for it (reused from prompt to prompt until "Free model and node cache").
 """
 from __future__ import annotations
 
@@ -68,10 +68,18 @@ OWNER_ATTRIBUTE = "_distorch_owner"
 
 
 def _owner_of(node) -> str:
-    """A name for the loader node ``node`` (ComfyUI's object for it), stable while it lives."""
+    """A name for the loader node ``node`` (ComfyUI's object for it) that is running now."""
+    try:
+        from comfy_execution.utils import get_executing_context
+
+        context = get_executing_context()
+    except ImportError:  # hosts before the executing-node context
+        context = None
+    if context is not None and context.node_id is not None:
+        return f"{type(node).__name__} node {context.node_id}"
     owner = node.__dict__.get(OWNER_ATTRIBUTE)
     if owner is None:
-        owner = f"{type(node).__name__} node {uuid.uuid4().hex[:6]}"
+        owner = f"{type(node).__name__} object {uuid.uuid4().hex[:6]}"
         node.__dict__[OWNER_ATTRIBUTE] = owner
     return owner
 
