@@ -58,12 +58,13 @@ def patcher_of(comfy_host, model):
     return comfy_host.mp.ModelPatcher(model, load_device=cpu, offload_device=cpu)
 
 
-def split(comfy_host, patcher, virtual_gib=0.006):
+def split(comfy_host, patcher, virtual_gib=0.006, runtime=None):
+    """(the split patcher, its plan): the split of ``patcher``'s model, built as a clone."""
     from distorch.split import split_request
-    from distorch.split_model import split_loaded_model
+    from distorch.split_model import SplitRuntime, split_loaded_model
 
     request = split_request("cpu", ["cpu"], virtual_gib, "cpu", "")
-    return split_loaded_model(patcher, request, "test")
+    return split_loaded_model(patcher, request, "test", runtime or SplitRuntime())
 
 
 TOKENS = torch.arange(12).reshape(2, 6) % 16
@@ -91,7 +92,7 @@ def test_split_runs_offloaded_layers_through_the_host_cast_and_matches(comfy_hos
 
     expected = run(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host)))
     patcher = patcher_of(comfy_host, tiny_model(comfy_host))
-    plan = split(comfy_host, patcher)
+    patcher, plan = split(comfy_host, patcher)
     offloaded = plan.modules_on("cpu (donor)")
     assert isinstance(patcher, DisTorchModelPatcher) and len(offloaded) >= 3
     assert "embed" in plan.modules_on("cpu") and "norm" in plan.modules_on("cpu")
@@ -119,7 +120,7 @@ def test_host_asks_room_for_the_compute_share_only(comfy_host):
 
     patcher = patcher_of(comfy_host, tiny_model(comfy_host))
     whole = patcher.model_size()
-    plan = split(comfy_host, patcher)
+    patcher, plan = split(comfy_host, patcher)
     compute_share, donor_share = plan.device_bytes["cpu"], plan.device_bytes["cpu (donor)"]
     assert compute_share + donor_share == whole and donor_share > 0
     # A donor slot on the compute device itself stays resident there: the whole model is asked for.
@@ -148,7 +149,7 @@ def test_patches_on_offloaded_layers_match_the_single_device_run_and_follow_stre
     comfy_host.mm.current_loaded_models.clear()
 
     patcher = patcher_of(comfy_host, tiny_model(comfy_host))
-    plan = split(comfy_host, patcher)
+    patcher, plan = split(comfy_host, patcher)
     assert {"blocks.4", "blocks.5"} <= set(plan.modules_on("cpu (donor)"))
     ours = run(comfy_host, with_patch(patcher, 1.0))
     assert torch.equal(ours, full)
@@ -164,9 +165,8 @@ def test_three_split_models_are_evicted_and_freed_like_core_models(comfy_host):
     from distorch.apply import PLACED_MARK
 
     mm = comfy_host.mm
-    patchers = [patcher_of(comfy_host, tiny_model(comfy_host, seed)) for seed in range(3)]
+    patchers = [split(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host, seed))).patcher for seed in range(3)]
     for patcher in patchers:
-        split(comfy_host, patcher)
         run(comfy_host, patcher)
     assert len(mm.current_loaded_models) == 3
     assert all(0 < p.loaded_size() == p.model_size() == p.whole_model_size() for p in patchers)
@@ -186,7 +186,7 @@ def test_three_split_models_are_evicted_and_freed_like_core_models(comfy_host):
 
 def test_partial_unload_by_the_host_only_touches_compute_modules(comfy_host):
     patcher = patcher_of(comfy_host, tiny_model(comfy_host))
-    plan = split(comfy_host, patcher)
+    patcher, plan = split(comfy_host, patcher)
     expected = run(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host)))
     run(comfy_host, patcher)
     before = patcher.loaded_size()
@@ -293,8 +293,7 @@ def test_a_copy_retargeted_to_another_device_runs_unsplit(comfy_host, caplog):
     each is a clone() with another load_device. The plan is for its own device only."""
     from distorch.apply import split_of
 
-    patcher = patcher_of(comfy_host, tiny_model(comfy_host))
-    split(comfy_host, patcher)
+    patcher, _ = split(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host)))
     copy = patcher.clone()
     copy.load_device = torch.device("cuda", 1)  # what those host paths do to the clone
     assert split_of(copy) is not None  # the attachment travels, as every clone's does
@@ -331,7 +330,7 @@ def test_layers_in_flight_follow_the_hosts_offload_streams(comfy_host, monkeypat
 def test_split_load_sets_the_hosts_cast_flag_and_offload_room(comfy_host):
     patcher = patcher_of(comfy_host, tiny_model(comfy_host))
     patcher.force_cast_weights = True  # what set_model_compute_dtype does (text encoders)
-    plan = split(comfy_host, patcher)
+    patcher, plan = split(comfy_host, patcher)
     run(comfy_host, patcher)
     modules = dict(patcher.model.named_modules())
     assert all(modules[name].comfy_force_cast_weights is True for name in plan.modules_on("cpu (donor)"))
@@ -343,10 +342,10 @@ def test_tiny_module_threshold_can_be_tuned_by_environment(comfy_host, monkeypat
 
     monkeypatch.delenv("DISTORCH_TINY_BYTES", raising=False)
     assert tiny_bytes() == MiB
-    assert split(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host))).modules_on("cpu (donor)")
+    assert split(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host))).plan.modules_on("cpu (donor)")
     monkeypatch.setenv("DISTORCH_TINY_BYTES", str(10 * MiB))  # every layer counts as tiny: nothing moves
     assert tiny_bytes() == 10 * MiB
-    assert split(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host))).modules_on("cpu (donor)") == []
+    assert split(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host))).plan.modules_on("cpu (donor)") == []
     monkeypatch.setenv("DISTORCH_TINY_BYTES", "lots")
     with caplog.at_level("WARNING", logger="distorch"):
         assert tiny_bytes() == MiB
