@@ -288,7 +288,13 @@ def apply_split(patcher, split: SplitPlacement) -> DisTorchModelPatcher:
             "ModelPatcher, so DisTorch cannot split it (its own loader moves the weights). Set virtual_vram_gb "
             "to 0 and leave allocation empty for this model.")
     copy = DisTorchModelPatcher.split_copy(patcher, split)
-    release_if_loaded(patcher)  # the last step that can fail; it undoes itself
+    try:
+        release_if_loaded(patcher)  # the last step that can fail; it undoes itself
+    except BaseException:
+        # The unused copy is dropped; the host's ModelPatcher.__del__ unpins every weight in its
+        # pinned set, which clone() shares with the original: give it an empty one first.
+        copy.pinned = set()
+        raise
     return copy
 
 
