@@ -173,7 +173,8 @@ def test_patches_on_offloaded_layers_are_the_hosts_lowvram_patches(comfy_host, d
 
     patcher, plan = split(comfy_host, patcher_of(comfy_host, model()), 0.006 * dtype.itemsize / 4)
     assert {"blocks.4", "blocks.5"} <= set(plan.modules_on("cpu (donor)"))
-    originals = {key: patcher.model.get_parameter(key).detach().clone() for key in ("blocks.4.weight", "blocks.5.weight")}
+    keys = ("blocks.4.weight", "blocks.5.weight")
+    originals = {key: patcher.model.get_parameter(key).detach().clone() for key in keys}
     patched = with_patch(patcher, 1.0)
     ours = run(comfy_host, patched)
     assert torch.equal(ours, lowvram)
@@ -393,7 +394,8 @@ def host_state(comfy_host, patcher):
     model = patcher.model
     return {
         "class": type(patcher), "attachments": dict(patcher.attachments),
-        "weights": {name: (t.device, t.dtype, t.data_ptr(), t.detach().clone()) for name, t in model.state_dict().items()},
+        "weights": {name: (t.device, t.dtype, t.data_ptr(), t.detach().clone())
+                    for name, t in model.state_dict().items()},
         "layers": {name: (getattr(m, "comfy_cast_weights", None), list(getattr(m, "weight_function", None) or []),
                           hasattr(m, PLACED_MARK), hasattr(m, "prev_comfy_cast_weights"))
                    for name, m in model.named_modules()},
