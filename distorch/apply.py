@@ -201,7 +201,7 @@ class DisTorchModelPatcher(model_patcher.ModelPatcher):
         # Set first: if this load fails, the host's detach() then wipes the per-layer state it finds.
         self.model.model_lowvram = True
         try:
-            patches, moved_bytes = 0, 0
+            patches, function_bytes, moved_bytes = 0, 0, 0
             for name, device_name in split.offloaded.items():
                 module = modules.get(name)
                 if module is None:
@@ -210,31 +210,37 @@ class DisTorchModelPatcher(model_patcher.ModelPatcher):
                     continue  # placed by an earlier load and not wiped since (the host's "already lowvramed")
                 home = next(module.parameters(), torch.empty(0)).device
                 placed.append((name, module, home))
-                patches += self._place_one(name, module, torch.device(device_name), compute, force_patch_weights)
+                set_patches, held = self._place_one(name, module, torch.device(device_name), compute,
+                                                    force_patch_weights)
+                patches, function_bytes = patches + set_patches, function_bytes + held
                 moved_bytes += sum(t.nelement() * t.element_size() for t in module.state_dict().values())
         except BaseException:
             self._unplace(placed)
             self.model.model_lowvram = lowvram_before
             raise
         self.model.lowvram_patch_counter += patches
+        # Weight functions holding tensors of their own sit on the compute device: counted there,
+        # as the host counts them for the modules it loads.
+        self.model.model_loaded_weight_memory += function_bytes
         if placed:
             log.info("placed %d modules (%.1f MiB) on donor devices, %d LoRA/patch entries applied per forward; "
                      "%.1f MiB on %s", len(placed), moved_bytes / 2**20, patches,
                      self.model.model_loaded_weight_memory / 2**20, compute)
 
     def _place_one(self, name: str, module, target: torch.device, compute: torch.device,
-                   force_patch_weights: bool) -> int:
+                   force_patch_weights: bool) -> tuple[int, int]:
         """One offloaded module, the way the host's ``load`` treats a module it leaves offloaded:
         its patches (LoRA etc.) become the host's ``LowVramPatch`` per-forward functions, applied on
         the compute device when ``comfy.ops`` casts the weight there. No patched copy and no
-        backup of the original is made. Returns the number of per-forward patches set."""
+        backup of the original is made. Returns (per-forward patches set, bytes its weight
+        functions moved to the compute device)."""
         keys = [f"{name}.{param}" for param, _ in module.named_parameters(recurse=False)]
         for key in keys:
             self.unpin_weight(key)
         module.to(target)
         setattr(module, PLACED_MARK, True)
         model_patcher.wipe_lowvram_weight(module)
-        patches = 0
+        patches, function_bytes = 0, 0
         if hasattr(module, "comfy_cast_weights"):
             functions = {"weight": [], "bias": []}
             for kind in functions:
@@ -255,13 +261,11 @@ class DisTorchModelPatcher(model_patcher.ModelPatcher):
                 # What the host's load gives the modules it loads (newer ComfyUI reads it to
                 # choose between the quantized and the cast path): the same path as unsplit.
                 module.comfy_force_cast_weights = self.force_cast_weights
-            # Weight functions that hold tensors of their own go to the compute device, counted
-            # there, as the host does for the modules it loads.
-            self.model.model_loaded_weight_memory += model_patcher.move_weight_functions(module, compute)
+            function_bytes = model_patcher.move_weight_functions(module, compute)
         if compute.type == "cuda" and target.type == "cpu":
             for key in keys:
                 self.pin_weight_to_device(key)
-        return patches
+        return patches, function_bytes
 
     def _unplace(self, placed) -> None:
         for name, module, home in reversed(placed):
@@ -273,12 +277,8 @@ class DisTorchModelPatcher(model_patcher.ModelPatcher):
             module.to(home)
 
 
-def apply_split(patcher, split: SplitPlacement) -> DisTorchModelPatcher:
-    """A split patcher for a freshly loaded model: validated, then built with ``clone()``, then the
-    host's own load of ``patcher`` (made while building the model) released. Returns the new
-    patcher; the caller uses it in place of ``patcher``. Raises, leaving ``patcher`` and the host's
-    accounting as they were: SplitUnsupported for patchers that manage weights their own way, and
-    the release's error when the host could not unload the model."""
+def check_splittable(patcher) -> None:
+    """Raise SplitUnsupported for patchers that manage weights their own way (changes nothing)."""
     if dynamic_vram.is_dynamic(patcher, model_patcher):
         dynamic_vram.report_once(model_patcher)
         raise SplitUnsupported(dynamic_vram.MESSAGE)
@@ -287,6 +287,15 @@ def apply_split(patcher, split: SplitPlacement) -> DisTorchModelPatcher:
             f"this model is managed by {type(patcher).__module__}.{type(patcher).__name__}, not ComfyUI's "
             "ModelPatcher, so DisTorch cannot split it (its own loader moves the weights). Set virtual_vram_gb "
             "to 0 and leave allocation empty for this model.")
+
+
+def apply_split(patcher, split: SplitPlacement) -> DisTorchModelPatcher:
+    """A split patcher for a freshly loaded model: validated, then built with ``clone()``, then the
+    host's own load of ``patcher`` (made while building the model) released. Returns the new
+    patcher; the caller uses it in place of ``patcher``. Raises, leaving ``patcher`` and the host's
+    accounting as they were: SplitUnsupported for patchers that manage weights their own way, and
+    the release's error when the host could not unload the model."""
+    check_splittable(patcher)
     copy = DisTorchModelPatcher.split_copy(patcher, split)
     try:
         release_if_loaded(patcher)  # the last step that can fail; it undoes itself

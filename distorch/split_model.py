@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import torch
 
-from .apply import SplitPlacement, apply_split
+from .apply import SplitPlacement, apply_split, check_splittable
 from .host_checks import HostReport, check_host
 from .modules import header_tensors, modules_from_tensors, modules_of
 from .planner import DEFAULT_TINY_BYTES, Plan, PlanError, compute_floor, plan_placement
@@ -148,6 +148,7 @@ def split_loaded_model(patcher, request: SplitRequest, label: str, runtime: Spli
     and a failure while applying leaves them as they were."""
     if runtime.split_blocked(label):
         return SplitResult(patcher, None)
+    check_splittable(patcher)
     import comfy.model_management as mm
 
     modules = modules_of(patcher.model)
