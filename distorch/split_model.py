@@ -1,17 +1,22 @@
 """parse -> plan -> apply for one loaded model (the loaders' entry point), plus the check made
-from the file's header before any weight is read."""
+from the file's header before any weight is read. ``SplitRuntime`` holds what a process learns
+once: whether the host's internals are the ones the split uses, and the transfer checks per
+compute device (with the host settings they changed, restorable)."""
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
-from .apply import SplitPlacement, apply_split
+from .apply import SplitPlacement, apply_split, check_splittable
+from .host_checks import HostReport, check_host
 from .modules import header_tensors, modules_from_tensors, modules_of
 from .planner import DEFAULT_TINY_BYTES, Plan, PlanError, compute_floor, plan_placement
 from .split import SplitRequest
-from .streaming import check_transfers
+from .streaming import TransferChecks
 
 log = logging.getLogger("distorch.placement")
 
@@ -64,18 +69,59 @@ def layers_in_flight(device: str) -> int:
     return streams + 1 if streams > 0 and torch.device(device).type in ("cuda", "xpu") else 1
 
 
-def plan_budgets(modules, request: SplitRequest, room: int | None) -> dict[str, int]:
-    return request.budgets(sum(m.bytes for m in modules), room, compute_floor(modules, tiny_bytes()),
-                           layers_in_flight(request.compute))
+@dataclass
+class SplitRuntime:
+    """What the split learns once per process, owned by its caller (the loaders hold one)."""
+    transfers: TransferChecks = field(default_factory=TransferChecks)
+    host: HostReport | None = None
+
+    def host_report(self) -> HostReport:
+        """The host check, made on first use (or at start-up, when registration asks for it)."""
+        if self.host is None:
+            self.host = check_host()
+        return self.host
+
+    def split_blocked(self, label: str) -> bool:
+        """True, with one warning line, when this host's internals differ from what the split uses:
+        the model then runs unsplit."""
+        report = self.host_report()
+        if report.ok:
+            return False
+        log.warning("comfyui-distorch: %s runs unsplit: this ComfyUI's internals differ from what the split uses "
+                    "(%s); update comfyui-distorch, or set virtual_vram_gb to 0 and leave allocation empty",
+                    label, report.summary())
+        return True
+
+    def restore(self) -> None:
+        """Put back the host settings the checks changed."""
+        self.transfers.restore()
 
 
-def plan_for(modules, request: SplitRequest, room: int | None) -> Plan:
+class SplitResult(NamedTuple):
+    patcher: object       # the patcher to use from now on: the split copy, or the one passed in
+    plan: Plan | None     # None when the split was skipped (a host the split does not know)
+
+
+def plan_budgets(modules, request: SplitRequest, room: int | None, in_flight: int | None = None) -> dict[str, int]:
+    if in_flight is None:
+        in_flight = layers_in_flight(request.compute)
+    return request.budgets(sum(m.bytes for m in modules), room, compute_floor(modules, tiny_bytes()), in_flight)
+
+
+def plan_for(modules, request: SplitRequest, room: int | None, transfers: TransferChecks | None = None) -> Plan:
+    """The plan for ``modules``. With ``transfers`` (a split about to be applied) the compute
+    device's transfer check runs first; a preview passes none and changes nothing of the host."""
     total = sum(m.bytes for m in modules)
     tiny = tiny_bytes()
-    budgets = plan_budgets(modules, request, room)
+    if transfers is not None:
+        import comfy.model_management as mm
+
+        # The check may turn the host's offload streams off: NUM_STREAMS is read after it.
+        transfers.check_streams(request.compute, mm)
+    in_flight = layers_in_flight(request.compute)
+    budgets = plan_budgets(modules, request, room, in_flight)
     try:
-        return plan_placement(modules, request.compute, budgets, tiny_bytes=tiny,
-                              in_flight=layers_in_flight(request.compute))
+        return plan_placement(modules, request.compute, budgets, tiny_bytes=tiny, in_flight=in_flight)
     except PlanError as exc:
         hint = ""
         if room is not None and request.compute in budgets and budgets[request.compute] == max(0, room):
@@ -85,28 +131,34 @@ def plan_for(modules, request: SplitRequest, room: int | None) -> Plan:
                         f"({total / 2**20:.1f} MiB): {exc}{hint}") from None
 
 
-def precheck_files(paths: list[str], request: SplitRequest, prefix: str = "", weight_dtype: str = "default") -> Plan:
+def precheck_files(paths: list[str], request: SplitRequest, runtime: SplitRuntime, prefix: str = "",
+                   weight_dtype: str = "default") -> Plan:
     """Plan from the files' headers (no weights read): refuse an impossible allocation before
     loading anything. Sizes are the files' (the host may store the weights wider, so the plan made
     after loading is the one applied)."""
     modules = []
     for path in paths:
         modules += modules_from_tensors(header_tensors(path), prefix, WEIGHT_DTYPE_BYTES.get(weight_dtype))
-    return plan_for(modules, request, compute_room(request.compute))
+    return plan_for(modules, request, compute_room(request.compute), runtime.transfers)
 
 
-def split_loaded_model(patcher, request: SplitRequest, label: str) -> Plan:
-    """Plan the loaded model over the request's budgets, log the plan, apply it."""
+def split_loaded_model(patcher, request: SplitRequest, label: str, runtime: SplitRuntime) -> SplitResult:
+    """Check the host, plan the loaded model over the request's budgets, log the plan, apply it.
+    Nothing of ``patcher`` or the host's accounting changes before the plan is made and checked,
+    and a failure while applying leaves them as they were."""
+    if runtime.split_blocked(label):
+        return SplitResult(patcher, None)
+    check_splittable(patcher)
+    import comfy.model_management as mm
+
     modules = modules_of(patcher.model)
     room = compute_room(request.compute, bytes_on(patcher.model, request.compute))
-    plan = plan_for(modules, request, room)
+    plan = plan_for(modules, request, room, runtime.transfers)
     total = sum(m.bytes for m in modules)
     log.info("%s: placement of %.1f MiB over %s (allocation '%s'):\n%s", label, total / 2**20,
              ", ".join(plan.device_bytes), request.describe(), plan.table())
     split = SplitPlacement.from_plan(plan, request.describe())
-    if split.offloaded:
-        import comfy.model_management as mm
-
-        check_transfers(request.compute, sorted(set(split.offloaded.values())), mm)
-        apply_split(patcher, split)
-    return plan
+    if not split.offloaded:
+        return SplitResult(patcher, plan)
+    runtime.transfers.report_donors(request.compute, sorted(set(split.offloaded.values())), mm)
+    return SplitResult(apply_split(patcher, split), plan)

@@ -109,6 +109,25 @@ def validate_split(compute_device, role: str, virtual_vram_gb, donor_device, all
     return True
 
 
+def split_runtime():
+    """The split's runtime (host check and transfer checks, made once), held by the loaders."""
+    global _split_runtime
+    if _split_runtime is None:
+        from ..distorch.split_model import SplitRuntime
+
+        _split_runtime = SplitRuntime()
+    return _split_runtime
+
+
+_split_runtime = None
+
+
+def check_split_host():
+    """For the pack's registration: check this ComfyUI's internals the split uses now (the result
+    is kept for every later split) and return the report (``.ok``, ``.summary()``)."""
+    return split_runtime().host_report()
+
+
 def precheck(request, folder: str, names: list[str], prefix: str = "", weight_dtype: str = "default") -> None:
     """Refuse an allocation that cannot hold the model, from the file header, before loading."""
     if request is None:
@@ -120,32 +139,48 @@ def precheck(request, folder: str, names: list[str], prefix: str = "", weight_dt
     if any(path is None or not path.endswith((".safetensors", ".sft")) for path in paths):
         return  # the core reports missing files; other formats have no header to read
     try:
-        precheck_files(paths, request, prefix, weight_dtype)
+        precheck_files(paths, request, split_runtime(), prefix, weight_dtype)
     except PlanError:
         raise
     except Exception as exc:  # an unreadable header: the core load reports the file itself
         log.debug("no header precheck for %s: %s", names, exc)
 
 
-def apply_split_inputs(holder, get_patcher, label: str, virtual_vram_gb, donor_device, allocation):
-    """Plan and apply the split on a loaded model. On failure this function's references to the
-    model are dropped before the error is raised (no exception chain keeps them), so the model
-    is freed with the node's outputs."""
+def apply_split_inputs(holder, get_patcher, label: str, virtual_vram_gb, donor_device, allocation, runtime=None):
+    """Plan and apply the split on a loaded model; returns the holder to output. A MODEL holder is
+    its patcher: the split patcher (a clone) is returned in its place. A CLIP holds ``.patcher``:
+    it is replaced by the split one, after everything else succeeded. On failure the loaded
+    model is as it was, and this function's references to it are dropped before the error is
+    raised (no exception chain keeps them), so it is freed with the node's outputs."""
     patcher = get_patcher(holder)
     request = request_for(str(patcher.load_device), virtual_vram_gb, donor_device, allocation)
     if request is None:
         return holder
     from ..distorch.split_model import split_loaded_model
 
+    runtime = runtime if runtime is not None else split_runtime()
+    if runtime.split_blocked(label):  # before a DynamicVRAM copy reads the file again
+        return holder
+    from ..distorch.apply import release_if_loaded
+
     failure = None
+    loaded = patcher
     try:
         if holder is patcher:  # a MODEL: under DynamicVRAM, split the host's plain copy of it
             holder = patcher = without_dynamic_vram(patcher, label)
-        split_loaded_model(patcher, request, label)
-    except (ValueError, RuntimeError) as exc:  # PlanError, SplitUnsupported
+        split = split_loaded_model(patcher, request, label, runtime).patcher
+        if patcher is not loaded:
+            # The dynamic model the copy replaces, released last (a model that fits may have been
+            # loaded while it was built): a failure before this point leaves it as it was.
+            release_if_loaded(loaded)
+        if holder is patcher:
+            holder = split
+        else:
+            holder.patcher = split
+    except (ValueError, RuntimeError) as exc:  # PlanError, SplitUnsupported, ReleaseFailed
         failure = str(exc)
     if failure is not None:
-        holder = patcher = None
+        holder = patcher = loaded = split = None
         gc.collect()
         raise RuntimeError(failure)
     return holder
@@ -153,13 +188,12 @@ def apply_split_inputs(holder, get_patcher, label: str, virtual_vram_gb, donor_d
 
 def without_dynamic_vram(patcher, label: str):
     """``patcher`` itself, or for a DynamicVRAM model the host's plain ModelPatcher copy of it
-    (built again from the file; the dynamic one is dropped). Where the host has no such copy the
-    split step refuses the model with its message."""
+    (built again from the file; the caller releases and drops the dynamic one once the copy is
+    split). Where the host has no such copy the split step refuses the model with its message."""
     import comfy.model_patcher as model_patcher
     import torch
 
     from ..distorch import dynamic_vram
-    from ..distorch.apply import release_if_loaded
 
     if not dynamic_vram.is_dynamic(patcher, model_patcher):
         return patcher
@@ -168,7 +202,6 @@ def without_dynamic_vram(patcher, label: str):
         copy = dynamic_vram.static_copy(patcher, model_patcher)
     if copy is None:
         return patcher
-    release_if_loaded(patcher)  # a model that fits may have been loaded while it was built
     log.info("%s: ComfyUI's DynamicVRAM is on; splitting ComfyUI's own non-dynamic copy of the model "
              "(the file is read a second time; the dynamic one is dropped)", label)
     return copy

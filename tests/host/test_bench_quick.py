@@ -56,3 +56,13 @@ def test_bench_cache_pass_quick_prints_ratios():
     rows = dict(re.findall(r"^(core|pack, between passes|pack, after an unload)\s+[\d.]+\s+([\d.]+)$", out, re.M))
     assert set(rows) == {"core", "pack, between passes", "pack, after an unload"}, out
     assert float(rows["core"]) == 1.0 and all(float(v) > 0 for v in rows.values())
+
+
+def test_bench_lora_ram_quick_prints_the_peak_ratio():
+    out = run_quick("bench_lora_ram.py")
+    rows = {m.group(1).strip(): float(m.group(2))
+            for m in re.finditer(r"^(RSS before the load|peak RSS, load \+ forward|peak RSS, whole process)"
+                                 r"\s+[\d.]+\s+[\d.]+\s+([\d.]+)$", out, re.M)}
+    assert set(rows) == {"RSS before the load", "peak RSS, load + forward", "peak RSS, whole process"}, out
+    assert all(ratio > 0 for ratio in rows.values()), out
+    assert re.search(r"^# per-forward LoRA patches: split [1-9]\d*, lowvram \d+; outputs finite: True$", out, re.M), out

@@ -58,12 +58,13 @@ def patcher_of(comfy_host, model):
     return comfy_host.mp.ModelPatcher(model, load_device=cpu, offload_device=cpu)
 
 
-def split(comfy_host, patcher, virtual_gib=0.006):
+def split(comfy_host, patcher, virtual_gib=0.006, runtime=None):
+    """(the split patcher, its plan): the split of ``patcher``'s model, built as a clone."""
     from distorch.split import split_request
-    from distorch.split_model import split_loaded_model
+    from distorch.split_model import SplitRuntime, split_loaded_model
 
     request = split_request("cpu", ["cpu"], virtual_gib, "cpu", "")
-    return split_loaded_model(patcher, request, "test")
+    return split_loaded_model(patcher, request, "test", runtime or SplitRuntime())
 
 
 TOKENS = torch.arange(12).reshape(2, 6) % 16
@@ -91,7 +92,7 @@ def test_split_runs_offloaded_layers_through_the_host_cast_and_matches(comfy_hos
 
     expected = run(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host)))
     patcher = patcher_of(comfy_host, tiny_model(comfy_host))
-    plan = split(comfy_host, patcher)
+    patcher, plan = split(comfy_host, patcher)
     offloaded = plan.modules_on("cpu (donor)")
     assert isinstance(patcher, DisTorchModelPatcher) and len(offloaded) >= 3
     assert "embed" in plan.modules_on("cpu") and "norm" in plan.modules_on("cpu")
@@ -119,7 +120,7 @@ def test_host_asks_room_for_the_compute_share_only(comfy_host):
 
     patcher = patcher_of(comfy_host, tiny_model(comfy_host))
     whole = patcher.model_size()
-    plan = split(comfy_host, patcher)
+    patcher, plan = split(comfy_host, patcher)
     compute_share, donor_share = plan.device_bytes["cpu"], plan.device_bytes["cpu (donor)"]
     assert compute_share + donor_share == whole and donor_share > 0
     # A donor slot on the compute device itself stays resident there: the whole model is asked for.
@@ -134,29 +135,62 @@ def test_host_asks_room_for_the_compute_share_only(comfy_host):
     assert clone.model_size() == compute_share and clone.whole_model_size() == whole
 
 
-def test_patches_on_offloaded_layers_match_the_single_device_run_and_follow_strength(comfy_host):
-    def with_patch(patcher, strength):
-        clone = patcher.clone()
-        diff = torch.full((640, 640), 0.01)
-        clone.add_patches({key: ("diff", (diff,)) for key in ("blocks.4.weight", "blocks.5.weight")}, strength)
-        return clone
+def with_patch(patcher, strength, keys=("blocks.4.weight", "blocks.5.weight")):
+    """A clone carrying a diff patch (what a LoRA is to the host: a patch per weight key)."""
+    clone = patcher.clone()
+    diff = torch.full((640, 640), 0.01)
+    clone.add_patches({key: ("diff", (diff,)) for key in keys}, strength)
+    return clone
 
-    base = patcher_of(comfy_host, tiny_model(comfy_host))
+
+def run_lowvram(comfy_host, patcher):
+    """ComfyUI's own lowvram path: its load with no room for weights (what load_models_gpu asks on
+    a GPU that is short of memory) leaves every castable layer offloaded, its patches applied per
+    forward by LowVramPatch."""
+    comfy_host.mm.LoadedModel(patcher).model_load(lowvram_model_memory=1)
+    try:
+        with torch.no_grad():
+            return patcher.model(TOKENS)
+    finally:
+        patcher.detach()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_patches_on_offloaded_layers_are_the_hosts_lowvram_patches(comfy_host, dtype, monkeypatch):
+    """A LoRA on a split model: offloaded layers get the host's LowVramPatch, the same object its
+    lowvram mode gives the layers it does not load. Result: bit for bit ComfyUI's lowvram run with
+    the same patch (fp32 and bf16 on CPU); in fp32 also the fully loaded run."""
+    monkeypatch.setenv("DISTORCH_TINY_BYTES", str(64 * 1024))  # bf16 layers are 0.8 MiB
+
+    def model(seed=0):
+        return tiny_model(comfy_host, seed).to(dtype)
+
+    base = patcher_of(comfy_host, model())
     unpatched = run(comfy_host, base)
     full = run(comfy_host, with_patch(base, 1.0))
     comfy_host.mm.unload_all_models()
-    comfy_host.mm.current_loaded_models.clear()
+    lowvram = run_lowvram(comfy_host, with_patch(patcher_of(comfy_host, model()), 1.0))
 
-    patcher = patcher_of(comfy_host, tiny_model(comfy_host))
-    plan = split(comfy_host, patcher)
+    patcher, plan = split(comfy_host, patcher_of(comfy_host, model()), 0.006 * dtype.itemsize / 4)
     assert {"blocks.4", "blocks.5"} <= set(plan.modules_on("cpu (donor)"))
-    ours = run(comfy_host, with_patch(patcher, 1.0))
-    assert torch.equal(ours, full)
+    keys = ("blocks.4.weight", "blocks.5.weight")
+    originals = {key: patcher.model.get_parameter(key).detach().clone() for key in keys}
+    patched = with_patch(patcher, 1.0)
+    ours = run(comfy_host, patched)
+    assert torch.equal(ours, lowvram)
+    if dtype == torch.float32:
+        assert torch.equal(ours, full)
     assert not torch.equal(ours, unpatched)
-    # A new strength re-patches from the kept originals (never patches a patched weight twice).
+    # No backup and no patched copy: the donor keeps the original weights.
+    assert not [key for key in patched.backup if key.startswith(("blocks.4.", "blocks.5."))]
+    assert all(torch.equal(patched.model.get_parameter(key), weight) for key, weight in originals.items())
+    block = patched.model.blocks[4]
+    assert [type(f) for f in block.weight_function] == [comfy_host.mp.LowVramPatch] and block.bias_function == []
+    assert patched.model.lowvram_patch_counter == 2
+    # A new strength applies to the same originals (a patch is never applied to a patched weight).
     half = run(comfy_host, with_patch(patcher, 0.5))
     again = run(comfy_host, with_patch(patcher, 1.0))
-    assert not torch.equal(half, ours) and torch.equal(again, full)
+    assert not torch.equal(half, ours) and torch.equal(again, ours)
     assert torch.equal(run(comfy_host, patcher), unpatched)
 
 
@@ -164,9 +198,8 @@ def test_three_split_models_are_evicted_and_freed_like_core_models(comfy_host):
     from distorch.apply import PLACED_MARK
 
     mm = comfy_host.mm
-    patchers = [patcher_of(comfy_host, tiny_model(comfy_host, seed)) for seed in range(3)]
+    patchers = [split(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host, seed))).patcher for seed in range(3)]
     for patcher in patchers:
-        split(comfy_host, patcher)
         run(comfy_host, patcher)
     assert len(mm.current_loaded_models) == 3
     assert all(0 < p.loaded_size() == p.model_size() == p.whole_model_size() for p in patchers)
@@ -186,7 +219,7 @@ def test_three_split_models_are_evicted_and_freed_like_core_models(comfy_host):
 
 def test_partial_unload_by_the_host_only_touches_compute_modules(comfy_host):
     patcher = patcher_of(comfy_host, tiny_model(comfy_host))
-    plan = split(comfy_host, patcher)
+    patcher, plan = split(comfy_host, patcher)
     expected = run(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host)))
     run(comfy_host, patcher)
     before = patcher.loaded_size()
@@ -293,8 +326,7 @@ def test_a_copy_retargeted_to_another_device_runs_unsplit(comfy_host, caplog):
     each is a clone() with another load_device. The plan is for its own device only."""
     from distorch.apply import split_of
 
-    patcher = patcher_of(comfy_host, tiny_model(comfy_host))
-    split(comfy_host, patcher)
+    patcher, _ = split(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host)))
     copy = patcher.clone()
     copy.load_device = torch.device("cuda", 1)  # what those host paths do to the clone
     assert split_of(copy) is not None  # the attachment travels, as every clone's does
@@ -331,7 +363,7 @@ def test_layers_in_flight_follow_the_hosts_offload_streams(comfy_host, monkeypat
 def test_split_load_sets_the_hosts_cast_flag_and_offload_room(comfy_host):
     patcher = patcher_of(comfy_host, tiny_model(comfy_host))
     patcher.force_cast_weights = True  # what set_model_compute_dtype does (text encoders)
-    plan = split(comfy_host, patcher)
+    patcher, plan = split(comfy_host, patcher)
     run(comfy_host, patcher)
     modules = dict(patcher.model.named_modules())
     assert all(modules[name].comfy_force_cast_weights is True for name in plan.modules_on("cpu (donor)"))
@@ -343,11 +375,168 @@ def test_tiny_module_threshold_can_be_tuned_by_environment(comfy_host, monkeypat
 
     monkeypatch.delenv("DISTORCH_TINY_BYTES", raising=False)
     assert tiny_bytes() == MiB
-    assert split(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host))).modules_on("cpu (donor)")
+    assert split(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host))).plan.modules_on("cpu (donor)")
     monkeypatch.setenv("DISTORCH_TINY_BYTES", str(10 * MiB))  # every layer counts as tiny: nothing moves
     assert tiny_bytes() == 10 * MiB
-    assert split(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host))).modules_on("cpu (donor)") == []
+    assert split(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host))).plan.modules_on("cpu (donor)") == []
     monkeypatch.setenv("DISTORCH_TINY_BYTES", "lots")
     with caplog.at_level("WARNING", logger="distorch"):
         assert tiny_bytes() == MiB
     assert "DISTORCH_TINY_BYTES='lots'" in caplog.text
+
+
+def host_state(comfy_host, patcher):
+    """What a failed split must leave as it was: the patcher's class and attachments, its model's
+    weights (values, devices, storage), per-layer marks and load accounting, and the host's list of
+    loaded models."""
+    from distorch.apply import PLACED_MARK
+
+    model = patcher.model
+    return {
+        "class": type(patcher), "attachments": dict(patcher.attachments),
+        "weights": {name: (t.device, t.dtype, t.data_ptr(), t.detach().clone())
+                    for name, t in model.state_dict().items()},
+        "layers": {name: (getattr(m, "comfy_cast_weights", None), list(getattr(m, "weight_function", None) or []),
+                          hasattr(m, PLACED_MARK), hasattr(m, "prev_comfy_cast_weights"))
+                   for name, m in model.named_modules()},
+        "accounting": (model.model_loaded_weight_memory, model.model_lowvram, model.lowvram_patch_counter,
+                       patcher.loaded_size()),
+        "loaded": [(entry, entry.model) for entry in comfy_host.mm.current_loaded_models],
+    }
+
+
+def assert_same_state(before, after, storage=True):
+    assert after["class"] is before["class"] and after["attachments"] == before["attachments"]
+    assert after["layers"] == before["layers"] and after["accounting"] == before["accounting"]
+    assert len(after["loaded"]) == len(before["loaded"])
+    assert all(a[0] is b[0] and a[1] is b[1] for a, b in zip(after["loaded"], before["loaded"]))
+    assert after["weights"].keys() == before["weights"].keys()
+    for name, (device, dtype, pointer, value) in before["weights"].items():
+        now = after["weights"][name]
+        assert (now[0], now[1]) == (device, dtype) and torch.equal(now[3], value), name
+        assert not storage or now[2] == pointer, name
+
+
+def preloaded(comfy_host, seed=0):
+    """A plain patcher the host has loaded already (as it loads a text encoder that fits while
+    building it), with a patch on a layer the split offloads (so loading patched that weight)."""
+    patcher = with_patch(patcher_of(comfy_host, tiny_model(comfy_host, seed)), 1.0)
+    comfy_host.mm.load_models_gpu([patcher])
+    assert comfy_host.mm.current_loaded_models[0].model is patcher and patcher.loaded_size() > 0
+    return patcher
+
+
+def test_a_failed_plan_changes_nothing(comfy_host, monkeypatch):
+    from distorch import split_model
+    from distorch.planner import PlanError
+
+    def failing_plan(*args, **kwargs):
+        raise PlanError("injected planning failure")
+
+    original = preloaded(comfy_host)
+    before = host_state(comfy_host, original)
+    monkeypatch.setattr(split_model, "plan_placement", failing_plan)
+    with pytest.raises(PlanError, match="injected planning failure"):
+        split(comfy_host, original)
+    assert_same_state(before, host_state(comfy_host, original))
+
+
+@pytest.mark.parametrize("halfway", [False, True], ids=["before-unloading", "after-unpatching"])
+def test_a_failed_release_of_the_hosts_load_changes_nothing(comfy_host, monkeypatch, halfway):
+    """The host loaded the model while building it; its unload fails, at once or after the host
+    already unpatched and moved the weights: the entry stays, the model is loaded as it was."""
+    from distorch.apply import ReleaseFailed
+
+    mp = comfy_host.mp
+    original = preloaded(comfy_host)
+    before = host_state(comfy_host, original)
+    real_detach = mp.ModelPatcher.detach
+
+    def failing_detach(self, unpatch_all=True):
+        if self is not original:  # e.g. the unused split copy's clean-up (ModelPatcher.__del__)
+            return real_detach(self, unpatch_all)
+        if halfway:
+            real_detach(self, unpatch_all)
+        raise RuntimeError("injected unload failure")
+
+    monkeypatch.setattr(mp.ModelPatcher, "detach", failing_detach)
+    with pytest.raises(ReleaseFailed, match="injected unload failure"):
+        split(comfy_host, original)
+    monkeypatch.undo()
+    # Unpatching restored the original weights and the reload patched them again: same values,
+    # devices and accounting, new storage for the patched weights.
+    assert_same_state(before, host_state(comfy_host, original), storage=not halfway)
+    (entry,) = comfy_host.mm.current_loaded_models
+    assert entry.model is original and entry.model_finalizer is not None
+
+
+def test_a_failed_module_move_leaves_the_model_and_the_host_as_before_the_load(comfy_host, monkeypatch):
+    """The split's own load fails while moving offloaded modules (after some were placed): the
+    modules placed go back, unmarked, the host's accounting is as before the load, and the original
+    patcher is untouched; the next load places everything and runs."""
+    from distorch.apply import PLACED_MARK, DisTorchModelPatcher
+
+    original = patcher_of(comfy_host, tiny_model(comfy_host))
+    expected = run(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host)))
+    comfy_host.mm.unload_all_models()
+    before = host_state(comfy_host, original)
+    patcher, plan = split(comfy_host, original)
+    assert len(plan.modules_on("cpu (donor)")) >= 3
+    real_place_one = DisTorchModelPatcher._place_one
+    calls = []
+
+    def failing_place_one(self, name, *args):
+        calls.append(name)
+        if len(calls) == 3:
+            raise RuntimeError(f"injected failure moving {name}")
+        return real_place_one(self, name, *args)
+
+    monkeypatch.setattr(DisTorchModelPatcher, "_place_one", failing_place_one)
+    with pytest.raises(RuntimeError, match="injected failure moving"):
+        comfy_host.mm.load_models_gpu([patcher])
+    monkeypatch.undo()
+    assert_same_state(before, host_state(comfy_host, original))
+    assert not any(hasattr(m, PLACED_MARK) for m in original.model.modules())
+    assert torch.equal(run(comfy_host, patcher), expected)
+
+
+def test_a_preloaded_clip_gets_the_split_clone_and_its_original_is_released(comfy_host, pack_module):
+    """A CLIP holds its patcher: the split replaces ``clip.patcher`` with the split clone; the
+    plain patcher the host had loaded is unloaded through the host (entry removed) and keeps its
+    class."""
+    import comfy.sd
+
+    loaders, apply = pack_module("nodes.loaders"), pack_module("distorch.apply")
+    split_model = pack_module("distorch.split_model")
+    expected = run(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host)))
+    comfy_host.mm.unload_all_models()
+    original = patcher_of(comfy_host, tiny_model(comfy_host))
+    comfy_host.mm.load_models_gpu([original])
+    clip = comfy.sd.CLIP(no_init=True)  # the host's CLIP, as CLIP.clone() builds it
+    clip.patcher = original
+    result = loaders.apply_split_inputs(clip, lambda c: c.patcher, "test", 0.006, "cpu", "",
+                                        runtime=split_model.SplitRuntime())
+    assert result is clip and type(clip.patcher) is apply.DisTorchModelPatcher
+    assert type(original) is comfy_host.mp.ModelPatcher and "distorch.split" not in original.attachments
+    assert comfy_host.mm.current_loaded_models == [] and original.loaded_size() == 0
+    assert torch.equal(run(comfy_host, clip.patcher), expected)
+
+
+def test_release_drops_the_entry_it_unloaded_found_by_identity(comfy_host, monkeypatch):
+    """The host's unload may edit current_loaded_models (its clean-up of dead models): the entry
+    removed is the one unloaded, wherever it is by then."""
+    from distorch.apply import release_if_loaded
+
+    mm = comfy_host.mm
+    first, second = preloaded(comfy_host, 1), preloaded(comfy_host, 2)
+    entries = list(mm.current_loaded_models)  # [second, first]
+    real_unload = mm.LoadedModel.model_unload
+
+    def unload_after_reordering(self, *args, **kwargs):
+        mm.current_loaded_models.reverse()  # what a clean-up pass may do to indexes
+        return real_unload(self, *args, **kwargs)
+
+    monkeypatch.setattr(mm.LoadedModel, "model_unload", unload_after_reordering)
+    assert release_if_loaded(second) is True
+    assert mm.current_loaded_models == [entries[1]] and mm.current_loaded_models[0].model is first
+    assert release_if_loaded(patcher_of(comfy_host, tiny_model(comfy_host))) is False
