@@ -90,6 +90,17 @@ def test_after_an_oom_nothing_stays_loaded_and_the_kept_model_is_reused_from_ram
     assert unet["state"] == "loaded"
 
 
+def test_another_packs_purge_node_gets_the_hosts_meaning(clean):
+    host = clean
+    graph = loaders()
+    host.run(workflows.separate_txt2img(graph, prefix="before-purge"))
+    purge = {"1": graph["1"], "20": {"class_type": "DisTorchTestPurge", "inputs": {"model": ["1", 0], "seed": 1}}}
+    host.run(purge)
+    after = memory(host)
+    assert states(after) == {workflows.UNET: "retained"}, "a purge takes everything off the devices"
+    assert after["last_unload"]["mode"] == "host" and after["last_unload"]["caller"] == "__init__.py:run"
+
+
 def test_a_keep_loaded_node_whose_inputs_change_holds_one_copy(clean):
     host = clean
     rss_seen = []

@@ -2,6 +2,7 @@
 
 - ``DisTorchTestRaiseOOM`` raises ComfyUI's own OOM exception (what a sampler raises when the GPU
   is full), after its MODEL input was loaded, so ComfyUI runs its OOM recovery.
+- ``DisTorchTestPurge`` calls ``unload_all_models()`` as other packs' "purge VRAM" nodes do.
 - ``DisTorchTestBreakUnload`` makes the next unload of its MODEL's loaded entry raise once (a
   driver error while moving weights), to check that a failed unload stays accounted.
 Installed only into test hosts' custom_nodes/; never shipped.
@@ -46,4 +47,20 @@ class BreakUnload:
         return (model,)
 
 
-NODE_CLASS_MAPPINGS = {"DisTorchTestRaiseOOM": RaiseOOM, "DisTorchTestBreakUnload": BreakUnload}
+class Purge:
+    CATEGORY = "DisTorch/tests"
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "run"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "seed": ("INT", {"default": 0, "min": 0, "max": 2**31})}}
+
+    def run(self, model, seed):
+        mm.unload_all_models()
+        return (model,)
+
+
+NODE_CLASS_MAPPINGS = {"DisTorchTestRaiseOOM": RaiseOOM, "DisTorchTestBreakUnload": BreakUnload,
+                       "DisTorchTestPurge": Purge}
