@@ -56,7 +56,7 @@ def build_report() -> dict:
 
 class MemoryReporter:
     """Builds the memory document on its own thread, one build at a time; concurrent callers
-    share the build in flight, and a document is reused while it is younger than they allow."""
+    share the build in flight, and a finished document is reused for ``REPORT_TTL`` seconds."""
 
     def __init__(self, build=build_report):
         self._build = build
@@ -64,20 +64,22 @@ class MemoryReporter:
         self._cached: tuple[float, dict] | None = None          # (when its build started, document)
         self._pending: tuple[float, asyncio.Future] | None = None
 
-    async def report(self, max_age: float = REPORT_TTL) -> dict:
-        """A document whose build started at most ``max_age`` seconds before this call."""
+    async def report(self, fresh: bool = False) -> dict:
+        """The document: one built in the last ``REPORT_TTL`` seconds, or the build in flight. With
+        ``fresh``, one whose build started after this call (to see the effect of an action)."""
         asked = time.monotonic()
+        oldest = asked if fresh else asked - REPORT_TTL
         while True:
-            if self._cached is not None and self._cached[0] >= asked - max_age:
+            if self._cached is not None and self._cached[0] >= oldest:
                 return self._cached[1]
             if self._pending is None:
                 self._pending = self._start()
             started, future = self._pending
             # shield: a caller that goes away must not cancel the build the others wait for
             document = await asyncio.shield(future)
-            if started >= asked - max_age:
+            if not fresh or started >= asked:
                 return document
-            # that build began before this caller asked: wait for one that starts now
+            # that build began before this caller asked for a fresh picture: start another
 
     def _start(self) -> tuple[float, asyncio.Future]:
         if self._executor is None:
@@ -129,7 +131,7 @@ def add_routes(routes) -> None:
             raise BadRequest("memory control is off in this ComfyUI (see the comfyui-distorch start-up "
                              "line): use ComfyUI's POST /free instead", status=503)
         host = host_server()
-        before = await reporter.report(max_age=0)
+        before = await reporter.report(fresh=True)
         target = control.request_force() if force else control.next_flow()
         host.prompt_queue.set_flag("unload_models", True)
         if free_memory or force:
@@ -147,7 +149,7 @@ def add_routes(routes) -> None:
         result = {"force": force, "free_memory": free_memory or force,
                   "status": "done" if done else "queued", "before": _summary(before)}
         if done:
-            after = await reporter.report(max_age=0)
+            after = await reporter.report(fresh=True)
             result["after"] = _summary(after)
             after_used = result["after"]["devices"]
             result["freed"] = {device: used - after_used.get(device, used)
