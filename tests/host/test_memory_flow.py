@@ -183,8 +183,8 @@ def test_ejecting_a_large_model_returns_its_ram(clean):
     ({"force": "yes"}, "'force' must be bool"),
     ({"force": 1}, "'force' must be bool"),
     ({"free_memory": None}, "'free_memory' must be bool"),
-    ({"timeout": -1}, "'timeout' must be between 0 and 300"),
-    ({"everything": True}, "unknown key(s) everything"),
+    ({"timeout": -1}, "'timeout' must be a number from 0 to 300, got -1"),
+    ({"everything": True}, 'unknown key(s) "everything"; allowed: force, free_memory, timeout, wait'),
 ])
 def test_bad_free_requests_get_400_and_change_nothing(clean, body, fragment):
     host = clean
