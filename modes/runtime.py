@@ -158,12 +158,7 @@ class ModesService:
         if result.ok:
             if config is not None:
                 self.cache.configure(config.cache_max_modes, int(config.cache_max_gb * GIB))
-                current = {spec.fingerprint() for spec in config.modes.values()}
-            else:
-                current = set()
-            dropped = self.cache.discard(lambda entry: entry.key in current)
-            for entry in dropped:
-                log.info("modes: dropped cached mode '%s' (removed or changed in the file)", entry.mode)
+            self._drop_stale()
         if location.origin in ("env", "user") or location.path is not None:
             self.watcher.retarget(location.path)
         send_event({"event": "reload", "ok": result.ok, "reason": result.reason, "generation": generation,
@@ -171,6 +166,13 @@ class ModesService:
                     "default_mode": config.default_mode if config else None,
                     "errors": [p.to_json() for p in result.errors],
                     "warnings": [p.to_json() for p in result.warnings]})
+
+    def _drop_stale(self) -> None:
+        """Drop cached entries whose setup no mode in force has (removed or changed in the file)."""
+        config = self.state.snapshot()[0]
+        current = {spec.fingerprint() for spec in config.modes.values()} if config is not None else set()
+        for entry in self.cache.discard(lambda entry: entry.key in current):
+            log.info("modes: dropped cached mode '%s' (removed or changed in the file)", entry.mode)
 
     # ---- modes -----------------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -216,6 +218,10 @@ class ModesService:
             started = time.perf_counter()
             loaded = load_mode(spec)
             evicted = self.cache.put(key, name, loaded, loaded.size_bytes)
+        # A reload during the load may have changed or removed this mode, and its clean-up ran
+        # before this entry existed. The prompt still gets the setup it started with; the cache
+        # keeps only setups in force (a reload after this point drops it itself).
+        self._drop_stale()
         if self._control is not None:  # the pack-wide retention budget, this mode evicted last
             self._control.enforce_budget(protect=(MEMORY_HOLDER, key))
         log.info("modes: loaded '%s' from disk in %.2f s (%.1f MiB)%s", name, time.perf_counter() - started,

@@ -1,10 +1,11 @@
 """Memory routes: ``GET /internal/memory``, ``POST /distorch/free``, and the ``distorch.memory``
 websocket event.
 
-The report is cheap (NVML, psutil, attribute reads of the loaded models) and is built on the event
-loop, shared by concurrent requests for ``REPORT_TTL`` seconds so a burst of clients costs one
-build. ``POST /distorch/free`` sets the same queue flags as ComfyUI's ``POST /free``; the prompt
-worker acts on them between prompts, and the route waits for that (up to ``timeout``).
+The report reads NVML / psutil and walks every tensor of every loaded model (while the prompt
+worker may be moving them), so it is built off the event loop: one build at a time on a thread of
+its own, shared by every caller that arrives while it runs and reused for ``REPORT_TTL`` seconds.
+``POST /distorch/free`` sets the same queue flags as ComfyUI's ``POST /free``; the prompt worker
+acts on them between prompts, and the route waits for that (up to ``timeout``).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import asyncio
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
@@ -19,7 +21,7 @@ from .. import device_utils
 from ..distorch.memory import fingerprint, report_document
 from ..model_management_mgpu import memory_control, offload_settings
 from . import host_server
-from .http import BadRequest, error_response, expect_type, json_body
+from .http import BadRequest, expect_number, expect_type, guarded, json_body, reject_unknown
 
 log = logging.getLogger("distorch.routes.memory")
 REPORT_TTL = 0.1
@@ -34,31 +36,70 @@ def _event_interval() -> float:
         return 0.5
 
 
+def build_report() -> dict:
+    """The memory document, built from scratch (blocking: run it off the event loop)."""
+    import comfy.model_management as mm
+
+    control = memory_control(mm)
+    devices, ram = device_utils.read_all_devices()
+    models = []
+    if control is not None:
+        try:
+            models = control.loaded_models()
+        except RuntimeError:
+            # The worker replaced a module's tensors while they were walked ("dictionary changed
+            # size during iteration"): the next walk sees the settled picture.
+            models = control.loaded_models()
+    return report_document(devices, ram, offload_settings(mm), models,
+                           control.last_unload if control is not None else None,
+                           retention=control.retention_report() if control is not None else None)
+
+
 class MemoryReporter:
-    """Builds the memory document, caching it briefly."""
+    """Builds the memory document on its own thread, one build at a time; concurrent callers
+    share the build in flight, and a finished document is reused for ``REPORT_TTL`` seconds."""
 
-    def __init__(self):
-        self._cached: tuple[float, dict] | None = None
+    def __init__(self, build=build_report):
+        self._build = build
+        self._executor: ThreadPoolExecutor | None = None
+        self._cached: tuple[float, dict] | None = None          # (when its build started, document)
+        self._pending: tuple[float, asyncio.Future] | None = None
 
-    def build(self) -> dict:
-        import comfy.model_management as mm
+    async def report(self, fresh: bool = False) -> dict:
+        """The document: one built in the last ``REPORT_TTL`` seconds, or the build in flight. With
+        ``fresh``, one whose build started after this call (to see the effect of an action)."""
+        asked = time.monotonic()
+        oldest = asked if fresh else asked - REPORT_TTL
+        while True:
+            if self._cached is not None and self._cached[0] >= oldest:
+                return self._cached[1]
+            if self._pending is None:
+                self._pending = self._start()
+            started, future = self._pending
+            # shield: a caller that goes away must not cancel the build the others wait for
+            document = await asyncio.shield(future)
+            if not fresh or started >= asked:
+                return document
+            # that build began before this caller asked for a fresh picture: start another
 
-        control = memory_control(mm)
-        devices, ram = device_utils.read_all_devices()
-        models = control.loaded_models() if control is not None else []
-        return report_document(devices, ram, offload_settings(mm), models,
-                               control.last_unload if control is not None else None,
-                               retention=control.retention_report() if control is not None else None)
+    def _start(self) -> tuple[float, asyncio.Future]:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="distorch-memory")
+        started = time.monotonic()
+        future = asyncio.get_running_loop().run_in_executor(self._executor, self._build)
 
-    def current(self) -> dict:
-        now = time.monotonic()
-        if self._cached is None or now - self._cached[0] > REPORT_TTL:
-            self._cached = (now, self.build())
-        return self._cached[1]
+        def finished(done: asyncio.Future) -> None:
+            self._pending = None
+            if not done.cancelled() and done.exception() is None:
+                self._cached = (started, done.result())
 
-    def fresh(self) -> dict:
-        self._cached = None
-        return self.current()
+        future.add_done_callback(finished)
+        return started, future
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
 
 
 def _summary(document: dict) -> dict:
@@ -71,32 +112,27 @@ def add_routes(routes) -> None:
     reporter = MemoryReporter()
 
     @routes.get("/internal/memory")
+    @guarded("GET /internal/memory")
     async def get_memory(request):
-        return web.json_response(reporter.current())
+        return web.json_response(await reporter.report())
 
     @routes.post("/distorch/free")
+    @guarded("POST /distorch/free")
     async def post_free(request):
-        try:
-            body = await json_body(request)
-            unknown = sorted(set(body) - FREE_KEYS)
-            if unknown:
-                raise BadRequest(f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(FREE_KEYS))}")
-            force = expect_type(body, "force", bool, False)
-            free_memory = expect_type(body, "free_memory", bool, True)
-            wait = expect_type(body, "wait", bool, True)
-            timeout = float(expect_type(body, "timeout", (int, float), 30))
-            if not 0 <= timeout <= MAX_WAIT_SECONDS:
-                raise BadRequest(f"'timeout' must be between 0 and {MAX_WAIT_SECONDS:g} seconds, got {timeout:g}")
-        except BadRequest as exc:
-            return error_response(400, f"POST /distorch/free: {exc}")
+        body = await json_body(request, example='{"force": true}')
+        reject_unknown(body, FREE_KEYS)
+        force = expect_type(body, "force", bool, False)
+        free_memory = expect_type(body, "free_memory", bool, True)
+        wait = expect_type(body, "wait", bool, True)
+        timeout = float(expect_number(body, "timeout", 0, MAX_WAIT_SECONDS, 30))
         import comfy.model_management as mm
 
         control = memory_control(mm)
         if control is None:
-            return error_response(503, "memory control is off in this ComfyUI (see the comfyui-distorch start-up "
-                                       "line): use ComfyUI's POST /free instead")
+            raise BadRequest("memory control is off in this ComfyUI (see the comfyui-distorch start-up "
+                             "line): use ComfyUI's POST /free instead", status=503)
         host = host_server()
-        before = reporter.fresh()
+        before = await reporter.report(fresh=True)
         target = control.request_force() if force else control.next_flow()
         host.prompt_queue.set_flag("unload_models", True)
         if free_memory or force:
@@ -114,7 +150,7 @@ def add_routes(routes) -> None:
         result = {"force": force, "free_memory": free_memory or force,
                   "status": "done" if done else "queued", "before": _summary(before)}
         if done:
-            after = reporter.fresh()
+            after = await reporter.report(fresh=True)
             result["after"] = _summary(after)
             after_used = result["after"]["devices"]
             result["freed"] = {device: used - after_used.get(device, used)
@@ -146,37 +182,67 @@ def _wake_worker(queue) -> None:
         condition.notify()
 
 
+class MemoryEvents:
+    """Pushes ``distorch.memory`` to websocket clients when the picture changes (rate-capped).
+
+    A failing build or send is logged once at warning level, not at every tick, and the loop goes
+    on; when it works again that is logged and the clients get the picture at once."""
+
+    def __init__(self, server, reporter: MemoryReporter, interval: float):
+        self.server = server
+        self.reporter = reporter
+        self.interval = interval
+        self.last = None        # fingerprint of the last document sent
+        self.failing = False
+
+    async def tick(self) -> None:
+        if not getattr(self.server, "sockets", None):
+            self.last = None  # a new client gets the picture at once
+            return
+        try:
+            document = await self.reporter.report()
+            mark = fingerprint(document)
+            if mark != self.last:
+                await self.server.send_json("distorch.memory", document)
+                self.last = mark
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # never let telemetry take the server down
+            self.last = None
+            if self.failing:
+                log.debug("distorch.memory event failed again: %s", exc)
+            else:
+                self.failing = True
+                log.warning("comfyui-distorch: the distorch.memory websocket event failed (%s: %s); the memory "
+                            "panel stops updating while this lasts. Retrying every %.1f s (logged once); "
+                            "GET /internal/memory shows the error", type(exc).__name__, exc, self.interval,
+                            exc_info=log.isEnabledFor(logging.DEBUG))
+            return
+        if self.failing:
+            self.failing = False
+            log.info("comfyui-distorch: the distorch.memory websocket event works again")
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            await self.tick()
+
+
 def _start_memory_events(server, reporter: MemoryReporter) -> None:
-    """Push ``distorch.memory`` to websocket clients when the picture changes (rate-capped)."""
     app = getattr(server, "app", None)
     if app is None:
         return
+    events = MemoryEvents(server, reporter, _event_interval())
     state: dict = {}
 
-    async def publish_changes():
-        interval = _event_interval()
-        last = None
-        while True:
-            await asyncio.sleep(interval)
-            if not getattr(server, "sockets", None):
-                last = None  # a new client gets the picture at once
-                continue
-            try:
-                document = reporter.current()
-                mark = fingerprint(document)
-                if mark != last:
-                    last = mark
-                    await server.send_json("distorch.memory", document)
-            except Exception as exc:  # never let telemetry take the server down
-                log.debug("memory event failed: %s", exc)
-
     async def start(_app):
-        state["task"] = asyncio.get_running_loop().create_task(publish_changes())
+        state["task"] = asyncio.get_running_loop().create_task(events.run())
 
     async def stop(_app):
         task = state.pop("task", None)
         if task is not None:
             task.cancel()
+        reporter.close()
 
     try:
         app.on_startup.append(start)

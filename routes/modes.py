@@ -5,16 +5,19 @@ Thin handlers: parse -> call the modes service -> JSON. Errors are real statuses
 from __future__ import annotations
 
 import asyncio
-import inspect
+import json
 import logging
+import os
 import random
+import re
 import time
-import uuid
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from . import host_server
-from .http import BadRequest, error_response, expect_type, json_body
+from .host_queue import queue_prompt
+from .http import BadRequest, error_response, expect_number, expect_type, guarded, json_body, reject_unknown
 
 log = logging.getLogger("distorch.routes")
 
@@ -50,60 +53,71 @@ def _loaded_models() -> list[dict]:
     return result
 
 
-async def queue_prompt(prompt: dict, client_id: str | None = None) -> str:
-    """Queue an API-format prompt the way POST /prompt does (validated, at the back of the queue)."""
-    import execution
-
-    server = host_server()
-    prompt_id = str(uuid.uuid4())
-    valid = execution.validate_prompt(prompt_id, prompt, None)
-    if inspect.isawaitable(valid):
-        valid = await valid
-    if not valid[0]:
-        raise BadRequest(f"the generated prompt was refused: {valid[1]} {valid[3]}")
-    number = server.number
-    server.number += 1
-    extra = {"create_time": int(time.time() * 1000)}
-    if client_id:
-        extra["client_id"] = client_id
-    server.prompt_queue.put((number, prompt_id, prompt, extra, valid[2], {}))
-    return prompt_id
-
-
 def preload_prompt(mode: str) -> dict:
     return {"1": {"class_type": "DisTorchModeSwitch", "inputs": {"mode": mode}},
             "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 7]}}}
 
 
-def generate_prompt(mode: str, spec, body: dict) -> tuple[dict, int]:
-    text = expect_type(body, "prompt", str, "")
-    negative = expect_type(body, "negative", str, "")
+GENERATE_KEYS = {"mode", "prompt", "negative", "size", "steps", "guidance", "seed", "wait", "timeout",
+                 "client_id", "extra_data", "front", "number"}
+GENERATE_EXAMPLE = '{"mode": "NAME", "prompt": "a red cube", "seed": 42}'
+SIZE = re.compile(r"\s*([0-9]{1,6})\s*[xX]\s*([0-9]{1,6})\s*")
+MAX_WAIT_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """The body of POST /distorch/generate, checked; None = the mode's default."""
+
+    mode: str | None
+    text: str = ""
+    negative: str = ""
+    size: tuple[int, int] | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    seed: int | None = None
+    wait: bool = False
+    timeout: float = 600.0
+    client_id: str | None = None
+    extra_data: dict | None = None
+    front: bool | None = None
+    number: float | None = None
+
+
+def parse_generate(body: dict) -> GenerateRequest:
+    """Every key checked before the mode is looked up, so a bad field is named even when the mode
+    is also wrong."""
+    reject_unknown(body, GENERATE_KEYS)
     size = expect_type(body, "size", str)
-    steps = expect_type(body, "steps", int)
-    guidance = expect_type(body, "guidance", (int, float))
-    seed = expect_type(body, "seed", int)
-    if seed is None:
-        seed = random.randrange(0, 2**63)
-    if not 0 <= seed < 2**64:
-        raise BadRequest(f"'seed' must be from 0 to 2**64-1, got {seed}")
-    width, height = spec.width, spec.height
     if size is not None:
-        parts = size.lower().split("x")
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-            raise BadRequest(f"'size' must be \"WIDTHxHEIGHT\" like \"512x512\", got {size!r}")
-        width, height = (int(p) for p in parts)
+        match = SIZE.fullmatch(size)
+        if match is None:
+            raise BadRequest(f"'size' must be \"WIDTHxHEIGHT\" like \"512x512\", got {json.dumps(size)[:80]}")
+        width, height = int(match.group(1)), int(match.group(2))
         if not all(16 <= side <= 16384 and side % 8 == 0 for side in (width, height)):
             raise BadRequest(f"'size' {size!r}: each side must be a multiple of 8 from 16 to 16384")
-    if steps is not None and not 1 <= steps <= 10000:
-        raise BadRequest(f"'steps' must be from 1 to 10000, got {steps}")
-    if guidance is not None and not 0 <= guidance <= 100:
-        raise BadRequest(f"'guidance' must be from 0 to 100, got {guidance}")
-    sampler_steps = ["1", 5] if steps is None else steps
-    cfg = ["1", 6] if guidance is None else float(guidance)
+        size = (width, height)
+    return GenerateRequest(
+        mode=expect_type(body, "mode", str), text=expect_type(body, "prompt", str, ""),
+        negative=expect_type(body, "negative", str, ""), size=size,
+        steps=expect_number(body, "steps", 1, 10000, integer=True),
+        guidance=expect_number(body, "guidance", 0, 100),
+        seed=expect_number(body, "seed", 0, 2**64 - 1, integer=True),
+        wait=expect_type(body, "wait", bool, False),
+        timeout=float(expect_number(body, "timeout", 0, MAX_WAIT_SECONDS, 600)),
+        client_id=expect_type(body, "client_id", str), extra_data=expect_type(body, "extra_data", dict),
+        front=expect_type(body, "front", bool), number=expect_number(body, "number", -1e15, 1e15))
+
+
+def generate_prompt(mode: str, spec, request: GenerateRequest) -> tuple[dict, int]:
+    seed = request.seed if request.seed is not None else random.randrange(0, 2**63)
+    width, height = request.size or (spec.width, spec.height)
+    sampler_steps = ["1", 5] if request.steps is None else request.steps
+    cfg = ["1", 6] if request.guidance is None else float(request.guidance)
     prompt = {
         "1": {"class_type": "DisTorchModeSwitch", "inputs": {"mode": mode}},
-        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": ["1", 1]}},
-        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": negative, "clip": ["1", 1]}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": request.text, "clip": ["1", 1]}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": request.negative, "clip": ["1", 1]}},
         "4": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": height, "batch_size": 1}},
         "5": {"class_type": "KSampler", "inputs": {
             "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0],
@@ -128,15 +142,14 @@ async def _wait_for(prompt_id: str, timeout: float) -> dict | None:
 
 def add_routes(routes) -> None:
     @routes.get("/distorch/modes")
+    @guarded("GET /distorch/modes")
     async def list_modes(request):
         return web.json_response(_service().listing())
 
     @routes.post("/distorch/modes/reload")
+    @guarded("POST /distorch/modes/reload")
     async def reload_modes(request):
-        try:
-            await json_body(request)
-        except BadRequest as exc:
-            return error_response(400, str(exc))
+        reject_unknown(await json_body(request), ())
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(None, _service().reload, "route")
         if not result.ok:
@@ -145,51 +158,46 @@ def add_routes(routes) -> None:
         return web.json_response({**_service().listing(), "reloaded_in_s": round(result.seconds, 4)})
 
     @routes.post("/distorch/modes/switch")
+    @guarded("POST /distorch/modes/switch")
     async def switch_mode(request):
-        try:
-            body = await json_body(request, allow_empty=False)
-            mode = expect_type(body, "mode", str)
-            if mode is None:
-                raise BadRequest("the body needs 'mode': the name of a mode from GET /distorch/modes")
-        except BadRequest as exc:
-            return error_response(400, str(exc))
+        body = await json_body(request, allow_empty=False, example='{"mode": "NAME"}')
+        reject_unknown(body, ("mode",))
+        mode = expect_type(body, "mode", str)
+        if mode is None:
+            raise BadRequest("the body needs 'mode': the name of a mode from GET /distorch/modes")
         service = _service()
         if service.spec(mode) is None:
-            return error_response(404, service.unknown_mode_message(mode))
+            raise BadRequest(service.unknown_mode_message(mode), status=404)
         if service.is_cached(mode):
             return web.json_response({"mode": mode, "cached": True, "prompt_id": None})
-        try:
-            prompt_id = await queue_prompt(preload_prompt(mode))
-        except BadRequest as exc:
-            return error_response(400, str(exc))
-        return web.json_response({"mode": mode, "cached": False, "prompt_id": prompt_id}, status=202)
+        queued = await queue_prompt(request, preload_prompt(mode))
+        return web.json_response({"mode": mode, "cached": False, "prompt_id": queued["prompt_id"]}, status=202)
 
     @routes.get("/distorch/models")
+    @guarded("GET /distorch/models")
     async def models(request):
         service = _service()
         return web.json_response({"cache": service.cache.stats(), "loaded": _loaded_models()})
 
     @routes.post("/distorch/generate")
+    @guarded("POST /distorch/generate")
     async def generate(request):
         service = _service()
-        try:
-            body = await json_body(request, allow_empty=False)
-            mode = expect_type(body, "mode", str)
-            wait = expect_type(body, "wait", bool, False)
-            if mode is None:
-                config = service.state.snapshot()[0]
-                mode = config.default_mode if config else None
-            spec = service.spec(mode) if mode else None
-            if spec is None:
-                return error_response(404, service.unknown_mode_message(str(mode)))
-            prompt, seed = generate_prompt(mode, spec, body)
-            prompt_id = await queue_prompt(prompt, expect_type(body, "client_id", str))
-        except BadRequest as exc:
-            return error_response(400, str(exc))
-        if not wait:
+        asked = parse_generate(await json_body(request, allow_empty=False, example=GENERATE_EXAMPLE))
+        mode = asked.mode
+        if mode is None:
+            config = service.state.snapshot()[0]
+            mode = config.default_mode if config else None
+        spec = service.spec(mode) if mode else None
+        if spec is None:
+            raise BadRequest(service.unknown_mode_message(str(mode)), status=404)
+        prompt, seed = generate_prompt(mode, spec, asked)
+        queued = await queue_prompt(request, prompt, client_id=asked.client_id, extra_data=asked.extra_data,
+                                    front=asked.front, number=asked.number)
+        prompt_id = queued["prompt_id"]
+        if not asked.wait:
             return web.json_response({"prompt_id": prompt_id, "mode": mode, "seed": seed})
-        entry = await _wait_for(prompt_id, timeout=float(body.get("timeout", 600)) if isinstance(
-            body.get("timeout"), (int, float)) else 600.0)
+        entry = await _wait_for(prompt_id, timeout=asked.timeout)
         headers = {"X-Mode": mode, "X-Seed": str(seed), "X-Prompt-Id": prompt_id}
         if entry is None:
             return error_response(504, f"prompt {prompt_id} did not finish in time; poll /history/{prompt_id}",
@@ -204,7 +212,5 @@ def add_routes(routes) -> None:
         if not images:
             return error_response(500, "generation produced no image", prompt_id=prompt_id)
         image = images[0]
-        import os
-
         path = os.path.join(folder_paths.get_output_directory(), image.get("subfolder", ""), image["filename"])
         return web.FileResponse(path, headers={**headers, "Content-Type": "image/png"})

@@ -11,10 +11,13 @@ import logging
 
 from aiohttp import web
 
-from .http import BadRequest, error_response
+from .http import BadRequest, guarded, query_number
 
 log = logging.getLogger("distorch.routes.placement")
 
+QUERY_KEYS = ("file", "folder", "compute_device", "virtual_vram_gb", "donor_device", "allocation", "weight_dtype")
+WEIGHT_DTYPES = ("default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2")  # the UNET loader's choices
+MAX_VIRTUAL_VRAM_GB = 1 << 20  # no machine has a PiB to lend; larger is a typo, not a plan
 # folder -> tensor-name prefix of the part that is split
 FOLDERS = {"diffusion_models": "", "unet": "", "checkpoints": "model.diffusion_model.", "text_encoders": "",
            "clip": ""}
@@ -29,6 +32,13 @@ def plan_response(query) -> dict:
     from ..distorch.split import split_request, slot_device
     from ..distorch.split_model import WEIGHT_DTYPE_BYTES, compute_room, plan_budgets, plan_for
 
+    unknown = sorted(set(query) - set(QUERY_KEYS))
+    if unknown:
+        raise BadRequest(f"unknown query parameter(s) {', '.join(repr(k) for k in unknown[:5])}; allowed: "
+                         f"{', '.join(QUERY_KEYS)}")
+    for key in QUERY_KEYS:
+        if len(query.getall(key, ())) > 1:
+            raise BadRequest(f"{key}: given {len(query.getall(key))} times; give it once")
     name = query.get("file", "").strip()
     if not name:
         raise BadRequest("'file' is required: a model file name as the loader lists it, e.g. "
@@ -41,6 +51,15 @@ def plan_response(query) -> dict:
         raise BadRequest(f"file: '{name}' is not in models/{folder}; GET /models/{folder} lists the files there")
     if not path.endswith((".safetensors", ".sft")):
         raise BadRequest(f"file: '{name}' is not a safetensors file; plans are read from safetensors headers")
+    weight_dtype = query.get("weight_dtype", "default")
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise BadRequest(f"weight_dtype: {weight_dtype!r} is not one of {', '.join(WEIGHT_DTYPES)}")
+    virtual_vram_gb = query_number(query, "virtual_vram_gb", "0", 0, MAX_VIRTUAL_VRAM_GB, " (GiB; 0 = no split)")
+    try:
+        tensors = header_tensors(path)
+    except Exception as exc:  # safetensors raises its own error type for a damaged header
+        raise BadRequest(f"file: '{name}' could not be read as safetensors ({exc}); check or replace the file",
+                         status=422) from None
     try:
         device = device_utils.resolve_device(query.get("compute_device", "default"), "compute_device")
         if device is None:
@@ -48,10 +67,9 @@ def plan_response(query) -> dict:
 
             device = mm.text_encoder_device() if folder in ("text_encoders", "clip") else mm.get_torch_device()
         compute = str(device)
-        request = split_request(compute, device_utils.available_devices(), query.get("virtual_vram_gb", "0"),
+        request = split_request(compute, device_utils.available_devices(), virtual_vram_gb,
                                 query.get("donor_device", "cpu"), query.get("allocation", ""))
-        weight_dtype = query.get("weight_dtype", "default")
-        modules = modules_from_tensors(header_tensors(path), FOLDERS[folder], WEIGHT_DTYPE_BYTES.get(weight_dtype))
+        modules = modules_from_tensors(tensors, FOLDERS[folder], WEIGHT_DTYPE_BYTES.get(weight_dtype))
         if not modules:
             raise ValueError(f"file: '{name}' holds no tensors under '{FOLDERS[folder]}'")
         if request is None:
@@ -82,8 +100,6 @@ def plan_response(query) -> dict:
 
 def add_routes(routes: web.RouteTableDef) -> None:
     @routes.get("/distorch/plan")
+    @guarded("GET /distorch/plan")
     async def distorch_plan(request: web.Request) -> web.Response:
-        try:
-            return web.json_response(plan_response(request.query))
-        except BadRequest as exc:
-            return error_response(400, str(exc))
+        return web.json_response(plan_response(request.query))

@@ -39,7 +39,7 @@ class PromptRejected(Exception):
 class ComfyHost:
     def __init__(self, comfyui_dir: Path, base_dir: Path, models_dir: Path, pack_dir: Path | None,
                  extra_args: tuple[str, ...] = (), port: int | None = None, cpu: bool = True,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, extra_custom_nodes: tuple[Path, ...] = ()):
         self.comfyui_dir = Path(comfyui_dir)
         self.base_dir = Path(base_dir)
         self.models_source = Path(models_dir)
@@ -48,6 +48,7 @@ class ComfyHost:
         self.port = port or free_port()
         self.cpu = cpu
         self.env = dict(env or {})  # extra environment variables for the server process
+        self.extra_custom_nodes = tuple(Path(p) for p in extra_custom_nodes)  # other packs, linked in by name
         self.url = f"http://127.0.0.1:{self.port}"
         self.client_id = uuid.uuid4().hex
         self.process: subprocess.Popen | None = None
@@ -69,10 +70,12 @@ class ComfyHost:
                         link.unlink()  # the cache was regenerated
                     if item.suffix != ".partial" and not link.exists():
                         link.symlink_to(item)
-        if self.pack_dir is not None:
-            link = self.base_dir / "custom_nodes" / PACK_DIR_NAME
+        links = [(PACK_DIR_NAME, self.pack_dir)] if self.pack_dir is not None else []
+        links += [(folder.name, folder) for folder in self.extra_custom_nodes]
+        for name, folder in links:
+            link = self.base_dir / "custom_nodes" / name
             if not link.exists():
-                link.symlink_to(self.pack_dir, target_is_directory=True)
+                link.symlink_to(folder, target_is_directory=True)
 
     def command(self) -> list[str]:
         """main.py and its arguments (run with the ComfyUI folder as working directory)."""

@@ -72,6 +72,31 @@ def comfy_modes(tmp_path_factory, model_cache, modes_files):
     host.stop()
 
 
+HOOKS_PACK = Path(__file__).parent / "packs" / "distorch_test_hooks"
+
+
+@pytest.fixture(scope="session")
+def comfy_hooks(tmp_path_factory, model_cache, modes_files):
+    """A server with the pack, modes (a modes.yaml of its own) and the test-only hooks pack
+    (tests/host/packs/distorch_test_hooks: another pack's on_prompt handler, a switch that makes
+    the memory walk slow or fail). ``host.hooks_dir`` holds what the hooks record."""
+    import modes_setup
+
+    comfyui = hostenv.comfyui_dir()
+    if not (comfyui / "main.py").exists():
+        pytest.fail(f"no ComfyUI at {comfyui}: run `make test` (or tools/bootstrap.py), or set COMFYUI_PATH")
+    root, _ = modes_files
+    config = tmp_path_factory.mktemp("hooks-config")
+    (config / "modes.yaml").write_text(modes_setup.modes_yaml(root))
+    host = ComfyHost(comfyui, tmp_path_factory.mktemp("host-hooks"), model_cache, hostenv.REPO_ROOT,
+                     env={"DISTORCH_MODES": str(config / "modes.yaml"), "DISTORCH_TEST_HOOKS_DIR": str(config)},
+                     extra_custom_nodes=(HOOKS_PACK,))
+    host.hooks_dir = config
+    host.start()
+    yield host
+    host.stop()
+
+
 @pytest.fixture(scope="module")
 def browser():
     """One Debian chromium per browser-test module (a skip naming the package where it is missing,

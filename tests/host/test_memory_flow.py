@@ -72,11 +72,11 @@ def wait_for_flow(host, since: float, body: dict | None = None, timeout: float =
     raise TimeoutError(f"no completed unload flow after {timeout}s:\n{host.log_tail()}")
 
 
-def graph(unet_keep: bool, clip_keep: bool, vae_keep: bool, seed=1, prefix="memory"):
+def graph(unet_keep: bool, clip_keep: bool, vae_keep: bool, seed=1, prefix="memory", **sampling):
     loaders = workflows.separate_loaders("distorch", compute_device="cpu")
     for node, keep in (("1", unet_keep), ("2", clip_keep), ("3", vae_keep)):
         loaders[node]["inputs"]["keep_loaded"] = keep
-    return workflows.separate_txt2img(loaders, seed=seed, prefix=prefix)
+    return workflows.separate_txt2img(loaders, seed=seed, prefix=prefix, **sampling)
 
 
 def rss(host) -> int:
@@ -183,8 +183,8 @@ def test_ejecting_a_large_model_returns_its_ram(clean):
     ({"force": "yes"}, "'force' must be bool"),
     ({"force": 1}, "'force' must be bool"),
     ({"free_memory": None}, "'free_memory' must be bool"),
-    ({"timeout": -1}, "'timeout' must be between 0 and 300"),
-    ({"everything": True}, "unknown key(s) everything"),
+    ({"timeout": -1}, "'timeout' must be a number from 0 to 300, got -1"),
+    ({"everything": True}, 'unknown key(s) "everything"; allowed: force, free_memory, timeout, wait'),
 ])
 def test_bad_free_requests_get_400_and_change_nothing(clean, body, fragment):
     host = clean
@@ -306,3 +306,47 @@ def test_three_split_models_in_sequence_hold_what_core_holds(clean, model_cache)
     assert ours["count"] == core["count"] == 3 and ours["states"] == core["states"] == ["loaded"] * 3
     assert ours["bytes"] == core["bytes"]
     assert ours["rss"] <= core["rss"] * 1.15 + (32 << 20), held
+
+
+def wait_until_sampling(host, prompt_id: str, timeout: float = 120.0) -> None:
+    """Until the prompt runs and its UNet is loaded (the sampler has started)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        running = [item[1] for item in host.get("/queue")["queue_running"]]
+        if prompt_id in running and workflows.UNET in by_name(memory(host)):
+            return
+        assert time.monotonic() < deadline, f"the prompt never started sampling:\n{host.log_tail()}"
+        time.sleep(0.05)
+
+
+def test_free_and_force_free_while_a_prompt_samples(clean):
+    """Manager's unload and a forced free pressed mid-prompt: the prompt finishes untouched, the
+    unload runs after it, and the server keeps serving."""
+    host = clean
+    prompt_id = host.queue(graph(True, False, True, prefix="busy-free", steps=30, size=128))
+    wait_until_sampling(host, prompt_id)
+    pressed, started = time.time(), time.monotonic()
+    post_free(host, MANAGER_UNLOAD)
+    assert time.monotonic() - started < 2.0, "POST /free waited for the prompt"
+    status, queued = host.request("POST", "/distorch/free", {"force": True, "timeout": 0.5})
+    assert status == 202 and queued["status"] == "queued" and "between prompts" in queued["message"], queued
+    assert workflows.UNET in queued["before"]["models"], queued
+    assert host.get("/system_stats")["system"]
+    document = memory(host)  # nothing unloaded yet: the last flow is still the fixture's
+    assert document["last_unload"]["at"] < pressed and workflows.UNET in by_name(document)
+    running = [item[1] for item in host.get("/queue")["queue_running"]]
+    assert running == [prompt_id], "the prompt ended before the frees were pressed: make it slower"
+
+    status, done = host.request("POST", "/distorch/free", {"force": True, "timeout": 120}, timeout=150)
+    assert status == 200 and done["status"] == "done", done
+    entry = host.wait(prompt_id)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert entry["outputs"][workflows.SAVE_IMAGE]["images"]
+    finished = max(m[1]["timestamp"] for m in entry["status"]["messages"] if m[0] == "execution_success") / 1000
+    document = memory(host)
+    last = document["last_unload"]
+    assert last["mode"] == "force" and last["at"] >= finished - 0.01, (last, finished)
+    assert sorted(last["unloaded"]) == sorted([f"{workflows.UNET} (unet)", f"{workflows.CLIP} (clip)",
+                                               f"{workflows.VAE} (vae)"]), last
+    assert document["models"] == [] and done["after"]["models"] == []
+    assert host.get("/system_stats")["system"]

@@ -471,3 +471,43 @@ def test_a_mode_weight_dtype_and_compute_device_reach_the_model(comfy_modes, mod
     assert torch.isfinite(fp8_latent).all() and not torch.equal(fp8_latent, default_latent)
     assert cpu_unet["compute_device"] == "cpu" and set(cpu_unet["devices"]) == {"cpu"}
     torch.testing.assert_close(cpu_latent, default_latent, rtol=0, atol=0)
+
+
+def test_reload_while_a_switch_loads_keeps_the_modes_consistent(comfy_modes, modes_files):
+    """POST /distorch/modes/switch starts a cold load; the file changes that mode's load settings
+    and POST /distorch/modes/reload lands while the load runs. No 5xx; the switch finishes with the
+    setup it started with; afterwards the cache holds only modes in force, as the listing says."""
+    root, modes_file = modes_files
+    text, names = fresh_modes(root)
+    apply_modes(comfy_modes, modes_file, text)
+    x = names["x"]
+    edited = text.replace(f"model: fresh/{x}.safetensors", f"model: fresh/{x}.safetensors\n    weight_dtype: fp8_e4m3fn", 1)
+    assert edited != text
+    status, body = comfy_modes.request("POST", "/distorch/modes/switch", {"mode": x})
+    assert status == 202, body
+    prompt_id = body["prompt_id"]
+    deadline = time.monotonic() + 120
+    while not any(item[1] == prompt_id for item in comfy_modes.get("/queue")["queue_running"]):
+        assert time.monotonic() < deadline, "the preload prompt never started"
+        time.sleep(0.02)
+    modes_setup.write_atomically(modes_file, edited)
+    status, listing = comfy_modes.request("POST", "/distorch/modes/reload")
+    assert status == 200, listing
+    still_running = any(item[1] == prompt_id for item in comfy_modes.get("/queue")["queue_running"])
+    assert still_running, "the load ended before the reload: the test raced nothing (make the mode larger)"
+    assert next(m for m in listing["modes"] if m["name"] == x)["weight_dtype"] == "fp8_e4m3fn"
+
+    entry = comfy_modes.wait(prompt_id)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert switch_ui(entry)["mode"] == x
+    listing = comfy_modes.get("/distorch/modes")
+    cached_in_listing = sorted(m["name"] for m in listing["modes"] if m["cached"])
+    cache = cache_stats(comfy_modes)
+    assert sorted(e["mode"] for e in cache["modes"]) == cached_in_listing, (
+        f"the cache holds {[(e['mode'], e['fingerprint']) for e in cache['modes']]} but the listing says "
+        f"{cached_in_listing} are cached: an entry for a setup no longer in force")
+    # The next switch loads the setup in force (fp8), not the one the racing load cached.
+    status, body = comfy_modes.request("POST", "/distorch/modes/switch", {"mode": x})
+    assert status == 202 and body["cached"] is False, body
+    assert comfy_modes.wait(body["prompt_id"])["status"]["status_str"] == "success"
+    assert next(m for m in comfy_modes.get("/distorch/modes")["modes"] if m["name"] == x)["cached"] is True
