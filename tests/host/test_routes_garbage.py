@@ -17,8 +17,9 @@ import workflows
 
 pytestmark = pytest.mark.host
 
-GET_ROUTES = ("/internal/memory", "/distorch/plan", "/distorch/modes", "/distorch/models")
-POST_ROUTES = ("/distorch/free", "/distorch/modes/reload", "/distorch/modes/switch", "/distorch/generate")
+GET_ROUTES = ("/internal/memory", "/distorch/plan", "/distorch/modes", "/distorch/models", "/distorch/retention")
+POST_ROUTES = ("/distorch/free", "/distorch/modes/reload", "/distorch/modes/switch", "/distorch/generate",
+               "/distorch/retention")
 PREFIXES = ("", "/api")
 SCHEMA = json.loads((hostenv.REPO_ROOT / "schemas" / "internal_memory.schema.json").read_text())
 
@@ -75,6 +76,14 @@ FIELD_GARBAGE = [
     ("/distorch/generate", {"extra_data": [1]}, 400, ["'extra_data' must be dict"]),
     ("/distorch/generate", {"front": "yes"}, 400, ["'front' must be bool"]),
     ("/distorch/generate", {"client_id": 7}, 400, ["'client_id' must be str"]),
+    ("/distorch/retention", b"", 400, ["needs a JSON object body", '"max_models"']),
+    ("/distorch/retention", {}, 400, ["give 'max_models', 'ram_percent' or both"]),
+    ("/distorch/retention", {"max_models": -1}, 400, ["'max_models' must be an integer from 0 to 1000", "got -1"]),
+    ("/distorch/retention", {"max_models": 2.5}, 400, ["'max_models' must be int", "2.5"]),
+    ("/distorch/retention", {"max_models": 10**400}, 400, ["'max_models' must be an integer from 0 to 1000"]),
+    ("/distorch/retention", {"ram_percent": "half"}, 400, ["'ram_percent' must be int or float", '"half"']),
+    ("/distorch/retention", {"ram_percent": 101}, 400, ["'ram_percent' must be a number from 0 to 100"]),
+    ("/distorch/retention", {"max_models": 3, "extra": 1}, 400, ['unknown key(s) "extra"', "allowed: max_models"]),
 ]
 
 UNET = workflows.UNET
@@ -167,7 +176,9 @@ KEYS = {
     "/distorch/modes/switch": ["mode"],
     "/distorch/generate": ["mode", "prompt", "negative", "size", "steps", "guidance", "seed", "wait", "timeout",
                            "client_id", "extra_data", "front", "number"],
+    "/distorch/retention": ["max_models", "ram_percent"],
 }
+DEFAULT_RETENTION = {"max_models": 6, "ram_percent": 50}
 
 
 @st.composite
@@ -186,6 +197,8 @@ def bodies(draw, route):
             body["mode"] = "zz-no-such-mode"
         if route == "/distorch/modes/switch" and body.get("mode") in ("mode-a", "mode-b"):
             body["mode"] = "zz-no-such-mode"
+        if route == "/distorch/retention" and body.get("max_models") == 0:
+            body["max_models"] = 1000  # 0 would release what the other tests on this server hold
     return body
 
 
@@ -219,6 +232,9 @@ def test_valid_requests_still_work_after_the_garbage(host):
     status, answer = host.request("POST", "/api/distorch/generate", {"mode": "mode-a", "seed": 3, "steps": 1})
     assert status == 200 and answer["seed"] == 3, answer
     assert host.wait(answer["prompt_id"])["status"]["status_str"] == "success"
+    status, answer = host.request("POST", "/distorch/retention", DEFAULT_RETENTION)
+    assert status == 200 and answer["budget"]["max_models"] == 6, answer
+    assert host.get("/api/distorch/retention")["budget"]["source"] == "settings"
     status, answer = host.request("POST", "/distorch/free", {"force": True})
     assert status == 200 and answer["status"] == "done", answer
     deadline = time.monotonic() + 10
