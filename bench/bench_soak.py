@@ -36,24 +36,28 @@ FREE_BODIES = ({"unload_models": True}, {"unload_models": True, "free_memory": T
 RSS_DRIFT_LIMIT = 0.05
 
 
+CYCLE = 10
+PHASE = 40  # every choice below repeats after this many prompts: RSS is compared at the same phase
+
+
 def prompt_for(index: int) -> dict:
     """The index-th prompt of the cycle (small and fast: 64 px, 1 step)."""
-    kind = index % 8
+    kind = index % CYCLE
     common = {"steps": 1, "size": 64, "seed": index, "prefix": f"soak{kind}"}
-    if kind in (0, 1, 2, 3):
+    if kind in (0, 1, 2, 3, 8):
         loaders = workflows.separate_loaders("distorch", compute_device="cpu")
-        loaders["1"]["inputs"]["keep_loaded"] = kind != 3
+        loaders["1"]["inputs"]["keep_loaded"] = kind in (0, 1, 2)
         loaders["2"]["inputs"]["keep_loaded"] = kind == 2
-        if kind == 1:  # split: part of the UNet parked on the donor
+        if kind in (1, 8):  # split: part of the UNet parked on the donor (kept, then flagged)
             loaders["1"]["inputs"].update(virtual_vram_gb=0.02, donor_device="cpu")
-        if kind == 2:  # a kept node whose input changes every time it runs
-            loaders["1"]["inputs"].update(virtual_vram_gb=round(0.01 * (index // 8 % 4), 2), donor_device="cpu")
+        if kind == 2:  # a kept node whose input changes from cycle to cycle
+            loaders["1"]["inputs"].update(virtual_vram_gb=round(0.01 * (index // CYCLE % 4), 2), donor_device="cpu")
         return workflows.separate_txt2img(loaders, **common)
     if kind == 4:
         return workflows.separate_txt2img(workflows.separate_loaders("core"), **common)
     if kind == 5:
-        return workflows.txt2img(workflows.checkpoint_loader("distorch", keep_loaded=index % 16 == 5), **common)
-    mode = "mode-a" if kind == 6 else "mode-b"
+        return workflows.txt2img(workflows.checkpoint_loader("distorch", keep_loaded=index // CYCLE % 2 == 0), **common)
+    mode = "mode-b" if kind == 7 else "mode-a"
     return {
         "1": {"class_type": "DisTorchModeSwitch", "inputs": {"mode": mode}},
         "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red cube", "clip": ["1", 1]}},
@@ -106,8 +110,10 @@ def soak(host: ComfyHost, prompts: int, window_start: int, log=print) -> dict:
                     f"{len(document['models'])}, retained {document['retention']['used']['models']}, "
                     f"{time.monotonic() - started:.0f} s")
     window = {i: rss for i, rss in rss_after_free.items() if i >= window_start}
-    first, last = window[min(window)], window[max(window)]
-    return {"prompts": prompts, "window": [min(window), max(window)], "rss_start": first, "rss_end": last,
+    # The same point of every repeating choice at both ends: the same models are held there.
+    end = max(i for i in window if (i - window_start) % PHASE == 0)
+    first, last = window[window_start], window[end]
+    return {"prompts": prompts, "window": [window_start, end], "rss_start": first, "rss_end": last,
             "rss_drift": (last - first) / first, "rss_peak_in_window": max(window.values()),
             "most_models_listed": most_models, "most_retained": most_retained,
             "budget": document["retention"]["budget"], "evicted_total": document["retention"]["evicted_total"],
