@@ -9,11 +9,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from .. import device_utils
-from ..distorch.checks import explain_load_failure
+from ..distorch import pipeline
 from ..distorch.placement import whole_size
-from ..model_management_mgpu import device_override
-from ..nodes.loaders import apply_split_inputs, record
 from .schema import ModeSpec
 
 log = logging.getLogger("distorch.modes")
@@ -54,7 +51,6 @@ def _size(*patchers) -> int:
 
 def load_mode(spec: ModeSpec) -> LoadedMode:
     """Read the mode's files and build its models (the cold path; the cache decides when)."""
-    import comfy.model_management as mm
     import comfy.sd
     import comfy.utils
     import folder_paths
@@ -62,11 +58,6 @@ def load_mode(spec: ModeSpec) -> LoadedMode:
     from .header import detect_model
 
     fingerprint = spec.fingerprint()
-    input_name = f"mode '{spec.name}'"
-    unet = device_utils.resolve_device(spec.compute_device, f"modes.{spec.name}.compute_device")
-    clip_device = vae_device = None
-    if unet is not None:  # keep CLIP / VAE where the host would put them (as DisTorchCheckpointLoader does)
-        clip_device, vae_device = mm.text_encoder_device(), mm.vae_device()
     warnings: list[str] = []
     kind = "checkpoint"
     try:
@@ -74,29 +65,29 @@ def load_mode(spec: ModeSpec) -> LoadedMode:
     except Exception:  # unreadable headers are explained by the load failure below
         pass
     options = _model_options(spec.weight_dtype)
-    try:
-        with device_override(compute=unet, text_encoder=clip_device, vae=vae_device):
-            if kind == "diffusion_model":
-                model, clip, vae = comfy.sd.load_diffusion_model(spec.model_file, model_options=options), None, None
-                warnings.append(f"mode '{spec.name}': '{spec.model}' is a diffusion model without text encoder "
-                                "or VAE: the CLIP and VAE outputs are empty")
-            else:
-                out = comfy.sd.load_checkpoint_guess_config(
-                    spec.model_file, output_vae=True, output_clip=True,
-                    embedding_directory=folder_paths.get_folder_paths("embeddings"), model_options=options)
-                model, clip, vae = out[:3]
-    except Exception as exc:
-        raise RuntimeError(explain_load_failure(spec.model_file, "checkpoint", input_name, exc)) from exc
+    # The same request as DisTorchCheckpointLoader's: the mode's device and allocation for the
+    # diffusion model (fraction form: donor cpu), CLIP and VAE where the host would put them.
+    parts = [pipeline.part_request("unet", spec.compute_device, f"modes.{spec.name}.compute_device",
+                                   (0.0, "cpu", spec.allocation) if spec.allocation else None)]
+    if kind != "diffusion_model":
+        parts += [pipeline.part_request("clip", "default"), pipeline.part_request("vae", "default")]
+    request = pipeline.build_request(NODE_CLASS, f"{spec.name}: {spec.model}", False, parts,
+                                     pipeline.FileCheck("checkpoints", (spec.model,), "checkpoint",
+                                                        f"mode '{spec.name}'", paths=(spec.model_file,)))
 
-    # Recorded before the LoRAs: their clones copy the record (ModelPatcher.clone keeps attachments).
-    source = f"{spec.name}: {spec.model}"
-    record(model, NODE_CLASS, "unet", spec.compute_device, False, source)
-    if spec.allocation:  # the same split path as the loaders' allocation input (fraction form: donor cpu)
-        model = apply_split_inputs(model, lambda m: m, f"mode '{spec.name}'", 0.0, "cpu", spec.allocation)
-    if clip is not None:
-        record(clip.patcher, NODE_CLASS, "clip", "default", False, source)
-    if vae is not None and getattr(vae, "patcher", None) is not None:
-        record(vae.patcher, NODE_CLASS, "vae", "default", False, source)
+    def host_load():
+        if kind == "diffusion_model":
+            return comfy.sd.load_diffusion_model(spec.model_file, model_options=options), None, None
+        out = comfy.sd.load_checkpoint_guess_config(
+            spec.model_file, output_vae=True, output_clip=True,
+            embedding_directory=folder_paths.get_folder_paths("embeddings"), model_options=options)
+        return out[:3]
+
+    # Placed and recorded before the LoRAs: their clones copy the record (clone keeps attachments).
+    model, clip, vae = pipeline.default_pipeline().load(request, host_load, ("unet", "clip", "vae"))
+    if kind == "diffusion_model":
+        warnings.append(f"mode '{spec.name}': '{spec.model}' is a diffusion model without text encoder "
+                        "or VAE: the CLIP and VAE outputs are empty")
     for lora in spec.loras:
         if lora.skip_reason:
             warnings.append(f"mode '{spec.name}': LoRA '{lora.path}' skipped: it is {lora.skip_reason}")

@@ -4,26 +4,18 @@ Each extends the core loader it is named after: the same file lists (read from t
 call time, so they follow the host's version), the same outputs, the same errors for missing
 files. What it adds: the device the model runs on, chosen per node and carried by the model, and
 the ``keep_loaded`` flag, and for diffusion models and text encoders a split across devices
-(``virtual_vram_gb`` + ``donor_device``, or the expert ``allocation`` string). The core loading
-function runs unchanged inside a ``device_override`` block; nothing of it is copied. A split is
-checked against the file's header before loading, then planned on the loaded model and applied
-through the model's ModelPatcher (distorch/split_model.py).
+(``virtual_vram_gb`` + ``donor_device``, or the expert ``allocation`` string). Each node is a
+declaration: its inputs, and one call of the load pipeline (distorch/pipeline.py: request ->
+plan -> the core loading function, unchanged, inside ``device_override`` -> place -> record).
 """
 from __future__ import annotations
 
-import gc
 import logging
-import os
 
-import folder_paths
 import nodes as core_nodes
 
 from .. import device_utils
-from ..distorch.checks import explain_load_failure
-from ..distorch.device_context import add_device_context
-from ..distorch.placement import ModelPlacement, attach
-from ..distorch.split import split_request
-from ..model_management_mgpu import device_override
+from ..distorch import pipeline
 
 log = logging.getLogger("distorch.loaders")
 CATEGORY = "DisTorch/loaders"
@@ -75,30 +67,15 @@ def add_split_inputs(inputs: dict) -> dict:
     return inputs
 
 
-def compute_name(device, role: str) -> str:
-    """The device a model will run on: the node's choice, else what the host picks for ``role``."""
-    if device is not None:
-        return str(device)
-    import comfy.model_management as mm
-
-    return str(mm.text_encoder_device() if role == "clip" else mm.get_torch_device())
-
-
-def request_for(compute: str, virtual_vram_gb, donor_device, allocation):
-    """The split the inputs ask for (None = no split); raises ValueError naming the bad input."""
-    return split_request(compute, device_utils.available_devices(), virtual_vram_gb, donor_device, allocation)
-
-
 def validate_split(compute_device, role: str, virtual_vram_gb, donor_device, allocation):
     """VALIDATE_INPUTS helper for compute_device and the split inputs: True, or the message shown on
     the node (a bad device name is a DeviceNameError, a ValueError, so it is reported here too)."""
     try:
-        device = device_utils.resolve_device(compute_device, "compute_device")
-        compute = compute_name(device, role)
-        request = request_for(compute, virtual_vram_gb, donor_device, allocation)
+        part = pipeline.part_request(role, compute_device, "compute_device",
+                                     (virtual_vram_gb, donor_device, allocation))
     except ValueError as exc:
         return str(exc)
-    if request is not None and role == "clip" and compute != "cpu":
+    if part.split is not None and role == "clip" and part.compute != "cpu":
         # A text encoder under DynamicVRAM cannot be swapped for a plain copy: say so before loading.
         import comfy.model_patcher as model_patcher
 
@@ -109,102 +86,10 @@ def validate_split(compute_device, role: str, virtual_vram_gb, donor_device, all
     return True
 
 
-def split_runtime():
-    """The split's runtime (host check and transfer checks, made once), held by the loaders."""
-    global _split_runtime
-    if _split_runtime is None:
-        from ..distorch.split_model import SplitRuntime
-
-        _split_runtime = SplitRuntime()
-    return _split_runtime
-
-
-_split_runtime = None
-
-
 def check_split_host():
     """For the pack's registration: check this ComfyUI's internals the split uses now (the result
     is kept for every later split) and return the report (``.ok``, ``.summary()``)."""
-    return split_runtime().host_report()
-
-
-def precheck(request, folder: str, names: list[str], prefix: str = "", weight_dtype: str = "default") -> None:
-    """Refuse an allocation that cannot hold the model, from the file header, before loading."""
-    if request is None:
-        return
-    from ..distorch.planner import PlanError
-    from ..distorch.split_model import precheck_files
-
-    paths = [folder_paths.get_full_path(folder, name) for name in names]
-    if any(path is None or not path.endswith((".safetensors", ".sft")) for path in paths):
-        return  # the core reports missing files; other formats have no header to read
-    try:
-        precheck_files(paths, request, split_runtime(), prefix, weight_dtype)
-    except PlanError:
-        raise
-    except Exception as exc:  # an unreadable header: the core load reports the file itself
-        log.debug("no header precheck for %s: %s", names, exc)
-
-
-def apply_split_inputs(holder, get_patcher, label: str, virtual_vram_gb, donor_device, allocation, runtime=None):
-    """Plan and apply the split on a loaded model; returns the holder to output. A MODEL holder is
-    its patcher: the split patcher (a clone) is returned in its place. A CLIP holds ``.patcher``:
-    it is replaced by the split one, after everything else succeeded. On failure the loaded
-    model is as it was, and this function's references to it are dropped before the error is
-    raised (no exception chain keeps them), so it is freed with the node's outputs."""
-    patcher = get_patcher(holder)
-    request = request_for(str(patcher.load_device), virtual_vram_gb, donor_device, allocation)
-    if request is None:
-        return holder
-    from ..distorch.split_model import split_loaded_model
-
-    runtime = runtime if runtime is not None else split_runtime()
-    if runtime.split_blocked(label):  # before a DynamicVRAM copy reads the file again
-        return holder
-    from ..distorch.apply import release_if_loaded
-
-    failure = None
-    loaded = patcher
-    try:
-        if holder is patcher:  # a MODEL: under DynamicVRAM, split the host's plain copy of it
-            holder = patcher = without_dynamic_vram(patcher, label)
-        split = split_loaded_model(patcher, request, label, runtime).patcher
-        if patcher is not loaded:
-            # The dynamic model the copy replaces, released last (a model that fits may have been
-            # loaded while it was built): a failure before this point leaves it as it was.
-            release_if_loaded(loaded)
-        if holder is patcher:
-            holder = split
-        else:
-            holder.patcher = split
-    except (ValueError, RuntimeError) as exc:  # PlanError, SplitUnsupported, ReleaseFailed
-        failure = str(exc)
-    if failure is not None:
-        holder = patcher = loaded = split = None
-        gc.collect()
-        raise RuntimeError(failure)
-    return holder
-
-
-def without_dynamic_vram(patcher, label: str):
-    """``patcher`` itself, or for a DynamicVRAM model the host's plain ModelPatcher copy of it
-    (built again from the file; the caller releases and drops the dynamic one once the copy is
-    split). Where the host has no such copy the split step refuses the model with its message."""
-    import comfy.model_patcher as model_patcher
-    import torch
-
-    from ..distorch import dynamic_vram
-
-    if not dynamic_vram.is_dynamic(patcher, model_patcher):
-        return patcher
-    # Rebuilt for the device the model runs on, as the first load was (dtype and cast choices).
-    with device_override(compute=torch.device(patcher.load_device)):
-        copy = dynamic_vram.static_copy(patcher, model_patcher)
-    if copy is None:
-        return patcher
-    log.info("%s: ComfyUI's DynamicVRAM is on; splitting ComfyUI's own non-dynamic copy of the model "
-             "(the file is read a second time; the dynamic one is dropped)", label)
-    return copy
+    return pipeline.default_pipeline().split_runtime.host_report()
 
 
 def device_input(tooltip: str):
@@ -241,33 +126,6 @@ def validate_device_value(value, input_name: str):
     return True
 
 
-def device_label(device) -> str:
-    return str(device) if device is not None else device_utils.DEFAULT_DEVICE
-
-
-def run_load(load, path_folder: str, file_name: str, expected_kind: str, input_name: str):
-    """Run a core loader; turn its failure into a message about the file and the next step."""
-    try:
-        return load()
-    except Exception as exc:
-        path = folder_paths.get_full_path(path_folder, file_name) if file_name else None
-        if path is None or not os.path.exists(path):
-            raise  # the core's own "not found" error is already clear
-        raise RuntimeError(explain_load_failure(path, expected_kind, input_name, exc)) from exc
-
-
-def record(patcher, node_class: str, component: str, requested: str, keep_loaded: bool, source: str):
-    placement = ModelPlacement(loader=node_class, component=component,
-                               compute_device=str(patcher.load_device), requested_device=requested,
-                               keep_loaded=bool(keep_loaded), source=source)
-    attach(patcher, placement)
-    if component == "unet":
-        add_device_context(patcher)
-    log.info("%s: %s '%s' on %s (keep_loaded=%s)", node_class, component, source,
-             placement.compute_device, placement.keep_loaded)
-    return placement
-
-
 class DisTorchUNETLoader(core_nodes.UNETLoader):
     CATEGORY = CATEGORY
     FUNCTION = "load_distorch"
@@ -288,16 +146,12 @@ class DisTorchUNETLoader(core_nodes.UNETLoader):
 
     def load_distorch(self, unet_name, weight_dtype, compute_device, keep_loaded, virtual_vram_gb=0.0,
                       donor_device="cpu", allocation=""):
-        device = device_utils.resolve_device(compute_device, "compute_device")
-        precheck(request_for(compute_name(device, "unet"), virtual_vram_gb, donor_device, allocation),
-                 "diffusion_models", [unet_name], weight_dtype=weight_dtype)
-        with device_override(compute=device):
-            (model,) = run_load(lambda: self.load_unet(unet_name, weight_dtype), "diffusion_models",
-                                unet_name, "diffusion model", "unet_name")
-        record(model, self.__class__.__name__, "unet", compute_device, keep_loaded, unet_name)
-        model = apply_split_inputs(model, lambda m: m, f"{self.__class__.__name__} '{unet_name}'",
-                                   virtual_vram_gb, donor_device, allocation)
-        return (model,)
+        request = pipeline.build_request(
+            type(self).__name__, unet_name, keep_loaded,
+            [pipeline.part_request("unet", compute_device, split=(virtual_vram_gb, donor_device, allocation))],
+            pipeline.FileCheck("diffusion_models", (unet_name,), "diffusion model", "unet_name",
+                               weight_dtype=weight_dtype))
+        return pipeline.default_pipeline().load(request, lambda: self.load_unet(unet_name, weight_dtype), ("unet",))
 
 
 class DisTorchCLIPLoader(core_nodes.CLIPLoader):
@@ -321,16 +175,11 @@ class DisTorchCLIPLoader(core_nodes.CLIPLoader):
 
     def load_distorch(self, clip_name, type, compute_device, keep_loaded, virtual_vram_gb=0.0,
                       donor_device="cpu", allocation=""):
-        device = device_utils.resolve_device(compute_device, "compute_device")
-        precheck(request_for(compute_name(device, "clip"), virtual_vram_gb, donor_device, allocation),
-                 "text_encoders", [clip_name])
-        with device_override(text_encoder=device):
-            (clip,) = run_load(lambda: self.load_clip(clip_name, type), "text_encoders",
-                               clip_name, "text encoder", "clip_name")
-        record(clip.patcher, self.__class__.__name__, "clip", compute_device, keep_loaded, clip_name)
-        clip = apply_split_inputs(clip, lambda c: c.patcher, f"{self.__class__.__name__} '{clip_name}'",
-                                  virtual_vram_gb, donor_device, allocation)
-        return (clip,)
+        request = pipeline.build_request(
+            self.__class__.__name__, clip_name, keep_loaded,
+            [pipeline.part_request("clip", compute_device, split=(virtual_vram_gb, donor_device, allocation))],
+            pipeline.FileCheck("text_encoders", (clip_name,), "text encoder", "clip_name"))
+        return pipeline.default_pipeline().load(request, lambda: self.load_clip(clip_name, type), ("clip",))
 
 
 class DisTorchDualCLIPLoader(core_nodes.DualCLIPLoader):
@@ -353,18 +202,12 @@ class DisTorchDualCLIPLoader(core_nodes.DualCLIPLoader):
 
     def load_distorch(self, clip_name1, clip_name2, type, compute_device, keep_loaded, virtual_vram_gb=0.0,
                       donor_device="cpu", allocation=""):
-        device = device_utils.resolve_device(compute_device, "compute_device")
-        precheck(request_for(compute_name(device, "clip"), virtual_vram_gb, donor_device, allocation),
-                 "text_encoders", [clip_name1, clip_name2])
-        with device_override(text_encoder=device):
-            (clip,) = run_load(lambda: self.load_clip(clip_name1, clip_name2, type), "text_encoders",
-                               clip_name1, "text encoder", "clip_name1")
-        record(clip.patcher, self.__class__.__name__, "clip", compute_device, keep_loaded,
-               f"{clip_name1} + {clip_name2}")
-        clip = apply_split_inputs(clip, lambda c: c.patcher,
-                                  f"{self.__class__.__name__} '{clip_name1} + {clip_name2}'",
-                                  virtual_vram_gb, donor_device, allocation)
-        return (clip,)
+        request = pipeline.build_request(
+            self.__class__.__name__, f"{clip_name1} + {clip_name2}", keep_loaded,
+            [pipeline.part_request("clip", compute_device, split=(virtual_vram_gb, donor_device, allocation))],
+            pipeline.FileCheck("text_encoders", (clip_name1, clip_name2), "text encoder", "clip_name1"))
+        return pipeline.default_pipeline().load(request, lambda: self.load_clip(clip_name1, clip_name2, type),
+                                                ("clip",))
 
 
 class DisTorchVAELoader(core_nodes.VAELoader):
@@ -385,11 +228,10 @@ class DisTorchVAELoader(core_nodes.VAELoader):
         return validate_device_value(compute_device, "compute_device")
 
     def load_distorch(self, vae_name, compute_device, keep_loaded):
-        device = device_utils.resolve_device(compute_device, "compute_device")
-        with device_override(vae=device):
-            (vae,) = run_load(lambda: self.load_vae(vae_name), "vae", vae_name, "VAE", "vae_name")
-        record(vae.patcher, self.__class__.__name__, "vae", compute_device, keep_loaded, vae_name)
-        return (vae,)
+        request = pipeline.build_request(self.__class__.__name__, vae_name, keep_loaded,
+                                         [pipeline.part_request("vae", compute_device)],
+                                         pipeline.FileCheck("vae", (vae_name,), "VAE", "vae_name"))
+        return pipeline.default_pipeline().load(request, lambda: self.load_vae(vae_name), ("vae",))
 
 
 class DisTorchCheckpointLoader(core_nodes.CheckpointLoaderSimple):
@@ -427,30 +269,14 @@ class DisTorchCheckpointLoader(core_nodes.CheckpointLoaderSimple):
 
     def load_distorch(self, ckpt_name, compute_device, clip_device, vae_device, keep_loaded, virtual_vram_gb=0.0,
                       donor_device="cpu", allocation=""):
-        import comfy.model_management as mm
-
-        unet = device_utils.resolve_device(compute_device, "compute_device")
-        clip = device_utils.resolve_device(clip_device, "clip_device")
-        vae = device_utils.resolve_device(vae_device, "vae_device")
-        # The host derives the text encoder's and VAE's device from get_torch_device(); pin their
-        # "default" to what the host would choose before the diffusion model's choice is applied.
-        if unet is not None:
-            clip = clip if clip is not None else mm.text_encoder_device()
-            vae = vae if vae is not None else mm.vae_device()
-        precheck(request_for(compute_name(unet, "unet"), virtual_vram_gb, donor_device, allocation),
-                 "checkpoints", [ckpt_name], prefix="model.diffusion_model.")
-        with device_override(compute=unet, text_encoder=clip, vae=vae):
-            model, clip_model, vae_model = run_load(lambda: self.load_checkpoint(ckpt_name), "checkpoints",
-                                                    ckpt_name, "checkpoint", "ckpt_name")
-        name = self.__class__.__name__
-        record(model, name, "unet", compute_device, keep_loaded, ckpt_name)
-        model = apply_split_inputs(model, lambda m: m, f"{name} '{ckpt_name}'", virtual_vram_gb, donor_device,
-                                   allocation)
-        if clip_model is not None:
-            record(clip_model.patcher, name, "clip", clip_device, keep_loaded, ckpt_name)
-        if vae_model is not None and getattr(vae_model, "patcher", None) is not None:
-            record(vae_model.patcher, name, "vae", vae_device, keep_loaded, ckpt_name)
-        return (model, clip_model, vae_model)
+        request = pipeline.build_request(
+            self.__class__.__name__, ckpt_name, keep_loaded,
+            [pipeline.part_request("unet", compute_device, split=(virtual_vram_gb, donor_device, allocation)),
+             pipeline.part_request("clip", clip_device, "clip_device"),
+             pipeline.part_request("vae", vae_device, "vae_device")],
+            pipeline.FileCheck("checkpoints", (ckpt_name,), "checkpoint", "ckpt_name", prefix="model.diffusion_model."))
+        return pipeline.default_pipeline().load(request, lambda: self.load_checkpoint(ckpt_name)[:3],
+                                                ("unet", "clip", "vae"))
 
 
 LOADER_NODES = {

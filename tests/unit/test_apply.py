@@ -270,7 +270,7 @@ def test_dynamic_vram_model_is_split_through_the_hosts_plain_copy(comfy_host, pa
     rebuilds the model from its file (cached_patcher_init) as a plain ModelPatcher; the loaders split
     that copy. 0.3.75 has no DynamicVRAM: the stand-in below reproduces only that documented contract."""
     mp = comfy_host.mp
-    loaders, apply, placement = (pack_module(n) for n in ("nodes.loaders", "distorch.apply", "distorch.placement"))
+    apply, placement = (pack_module(n) for n in ("distorch.apply", "distorch.placement"))
     cpu = torch.device("cpu")
     built = []
 
@@ -302,8 +302,10 @@ def test_dynamic_vram_model_is_split_through_the_hosts_plain_copy(comfy_host, pa
     monkeypatch.setattr(mp, "CoreModelPatcher", ModelPatcherDynamic, raising=False)
     expected = run(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host, 3)))
     dynamic = load_from_file(3)
-    loaders.record(dynamic, "DisTorchUNETLoader", "unet", "cpu", False, "tiny.safetensors")
-    result = loaders.apply_split_inputs(dynamic, lambda m: m, "test", 0.006, "cpu", "")
+    pipeline = pack_module("distorch.pipeline")
+    part = pipeline.part_request("unet", "cpu", split=(0.006, "cpu", ""))
+    pipeline.record(dynamic, pipeline.build_request("DisTorchUNETLoader", "tiny.safetensors", False, [part]), part)
+    result = pipeline.LoadPipeline().split(dynamic, "unet", part, "test")
     assert built == ["dynamic", "plain"]
     assert type(result) is apply.DisTorchModelPatcher and apply.split_of(result).offloaded
     assert placement.placement_of(result).source == "tiny.safetensors" and result.parent is None
@@ -316,7 +318,7 @@ def test_dynamic_vram_model_is_split_through_the_hosts_plain_copy(comfy_host, pa
     other = load_from_file(4)
     other.cached_patcher_init = None
     with pytest.raises(RuntimeError, match="--disable-dynamic-vram"):
-        loaders.apply_split_inputs(other, lambda m: m, "test", 0.006, "cpu", "")
+        pipeline.LoadPipeline().split(other, "unet", part, "test")
     assert type(other) is ModelPatcherDynamic and "distorch.split" not in other.attachments
 
 
@@ -506,7 +508,7 @@ def test_a_preloaded_clip_gets_the_split_clone_and_its_original_is_released(comf
     class."""
     import comfy.sd
 
-    loaders, apply = pack_module("nodes.loaders"), pack_module("distorch.apply")
+    apply = pack_module("distorch.apply")
     split_model = pack_module("distorch.split_model")
     expected = run(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host)))
     comfy_host.mm.unload_all_models()
@@ -514,8 +516,9 @@ def test_a_preloaded_clip_gets_the_split_clone_and_its_original_is_released(comf
     comfy_host.mm.load_models_gpu([original])
     clip = comfy.sd.CLIP(no_init=True)  # the host's CLIP, as CLIP.clone() builds it
     clip.patcher = original
-    result = loaders.apply_split_inputs(clip, lambda c: c.patcher, "test", 0.006, "cpu", "",
-                                        runtime=split_model.SplitRuntime())
+    pipeline = pack_module("distorch.pipeline")
+    part = pipeline.part_request("clip", "cpu", split=(0.006, "cpu", ""))
+    result = pipeline.LoadPipeline(split_model.SplitRuntime()).split(clip, "clip", part, "test")
     assert result is clip and type(clip.patcher) is apply.DisTorchModelPatcher
     assert type(original) is comfy_host.mp.ModelPatcher and "distorch.split" not in original.attachments
     assert comfy_host.mm.current_loaded_models == [] and original.loaded_size() == 0

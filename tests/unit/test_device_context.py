@@ -8,12 +8,14 @@ def test_loader_models_carry_the_wrapper_and_it_calls_through_off_cuda(mm, pack_
     import comfy.model_patcher
     import comfy.patcher_extension as patcher_extension
 
-    loaders = pack_module("nodes.loaders")
+    pipeline = pack_module("distorch.pipeline")
     context = pack_module("distorch.device_context")
     patcher = comfy.model_patcher.ModelPatcher(torch.nn.Linear(4, 4), load_device=torch.device("cpu"),
                                                offload_device=torch.device("cpu"))
-    loaders.record(patcher, "DisTorchUNETLoader", "unet", "cpu", False, "m.safetensors")
-    loaders.record(patcher, "DisTorchUNETLoader", "unet", "cpu", False, "m.safetensors")  # idempotent
+    part = pipeline.part_request("unet", "cpu")
+    request = pipeline.build_request("DisTorchUNETLoader", "m.safetensors", False, [part])
+    pipeline.record(patcher, request, part)
+    pipeline.record(patcher, request, part)  # idempotent
     kind = patcher_extension.WrappersMP.APPLY_MODEL
     assert patcher.get_all_wrappers(kind) == [context.run_on_input_device]
     assert patcher.clone().get_all_wrappers(kind) == [context.run_on_input_device]
@@ -51,13 +53,14 @@ def test_a_sampling_run_goes_through_the_wrapper(mm, pack_module, monkeypatch):
     import nodes
 
     context = pack_module("distorch.device_context")
-    loaders = pack_module("nodes.loaders")
+    pipeline = pack_module("distorch.pipeline")
     seen = []
     original = context.run_on_input_device
     monkeypatch.setattr(context, "run_on_input_device",
                         lambda executor, x, *a, **k: seen.append(x.device) or original(executor, x, *a, **k))
     model = comfy.sd.load_diffusion_model(str(unet))
-    loaders.record(model, "DisTorchUNETLoader", "unet", "cpu", False, unet.name)
+    part = pipeline.part_request("unet", "cpu")
+    pipeline.record(model, pipeline.build_request("DisTorchUNETLoader", unet.name, False, [part]), part)
     clip = comfy.sd.load_clip([str(clip_file)], clip_type=comfy.sd.CLIPType.STABLE_DIFFUSION)
     tokens = clip.tokenize("a red cube")
     cond = [[clip.encode_from_tokens(tokens), {}]]

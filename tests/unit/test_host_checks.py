@@ -98,4 +98,5 @@ def test_a_changed_lowvram_patch_is_named(host, monkeypatch):
 def test_the_loaders_expose_the_check_for_registration(host, pack_module):
     loaders = pack_module("nodes.loaders")
     report = loaders.check_split_host()
-    assert report.ok and loaders.split_runtime().host is report
+    pipeline = pack_module("distorch.pipeline")
+    assert report.ok and pipeline.default_pipeline().split_runtime.host is report
