@@ -70,9 +70,14 @@ class LoadRequest:
     keep_loaded: bool
     parts: Mapping[str, PartRequest] = field(default_factory=dict)
     files: FileCheck | None = None
+    name: str = ""                 # how the log and split errors name this load (default: loader 'source')
 
     def part(self, component: str) -> PartRequest | None:
         return self.parts.get(component)
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.loader} '{self.source}'"
 
 
 def compute_name(device, component: str) -> str:
@@ -101,8 +106,8 @@ def part_request(component: str, device_value, device_input: str = "compute_devi
 
 
 def build_request(loader: str, source: str, keep_loaded, parts: Sequence[PartRequest],
-                  files: FileCheck | None = None) -> LoadRequest:
-    return LoadRequest(loader, source, bool(keep_loaded), {p.component: p for p in parts}, files)
+                  files: FileCheck | None = None, name: str = "") -> LoadRequest:
+    return LoadRequest(loader, source, bool(keep_loaded), {p.component: p for p in parts}, files, name)
 
 
 @dataclass
@@ -164,7 +169,7 @@ class LoadPipeline:
                 continue
             record(patcher, request, part)
             if part.split is not None:
-                placed[index] = self.split(holder, component, part, f"{request.loader} '{request.source}'")
+                placed[index] = self.split(holder, component, part, request.label)
         return tuple(placed)
 
     def split(self, holder, component: str, part: PartRequest, label: str):

@@ -73,7 +73,8 @@ def load_mode(spec: ModeSpec) -> LoadedMode:
         parts += [pipeline.part_request("clip", "default"), pipeline.part_request("vae", "default")]
     request = pipeline.build_request(NODE_CLASS, f"{spec.name}: {spec.model}", False, parts,
                                      pipeline.FileCheck("checkpoints", (spec.model,), "checkpoint",
-                                                        f"mode '{spec.name}'", paths=(spec.model_file,)))
+                                                        f"mode '{spec.name}'", paths=(spec.model_file,)),
+                                     name=f"mode '{spec.name}'")
 
     def host_load():
         if kind == "diffusion_model":
