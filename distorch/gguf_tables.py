@@ -175,8 +175,10 @@ def _read(stream: BinaryIO) -> GGUFTable:
     if stream.read(4) != MAGIC:
         raise GGUFError("not a GGUF file (it does not start with 'GGUF')")
     raw_version = stream.read(4)
+    if len(raw_version) != 4:
+        raise GGUFError("the header ends early (wanted its version at offset 4)")
     order = "<"
-    version = struct.unpack("<I", raw_version)[0] if len(raw_version) == 4 else 0
+    version = struct.unpack("<I", raw_version)[0]
     if version & 0xFFFF == 0 and version:  # written on a big-endian machine
         order, version = ">", struct.unpack(">I", raw_version)[0]
     if version < 2:
