@@ -159,10 +159,11 @@ class DisTorchModelPatcher(model_patcher.ModelPatcher):
         """A new split patcher over ``patcher``'s model, built by the host's own ``clone()`` (patches,
         attachments, wrappers and callbacks come along); ``patcher`` itself is not changed."""
         copy = patcher.clone()
-        if not isinstance(copy, cls):
-            # A plain ModelPatcher's clone is a fresh object nobody else holds: giving it this
-            # class changes nothing the host or the caller already has.
-            copy.__class__ = cls
+        target = split_class(type(copy), cls)
+        if type(copy) is not target:
+            # A clone is a fresh object nobody else holds: giving it a subclass of its own class
+            # changes nothing the host or the caller already has.
+            copy.__class__ = target
         # The copy takes the original's place (a fresh load's patcher has no parent): the host
         # must never hand this copy's loaded state over to the plain original (LoadedModel
         # switches to a dead patcher's parent).
@@ -277,12 +278,46 @@ class DisTorchModelPatcher(model_patcher.ModelPatcher):
             module.to(home)
 
 
+GGUF_PATCHER = "GGUFModelPatcher"  # ComfyUI-GGUF's patcher (its nodes.py), recognised by name: never imported
+
+
+def is_gguf_patcher_class(patcher_class: type) -> bool:
+    return issubclass(patcher_class, model_patcher.ModelPatcher) and any(
+        base.__name__ == GGUF_PATCHER for base in patcher_class.__mro__)
+
+
+class _SplitKeepsClassOnClone:
+    """For split subclasses of ComfyUI-GGUF's patcher: its ``clone()`` always builds a plain
+    GGUFModelPatcher (it sets the class itself), which would drop the split from every clone a
+    workflow makes (LoRA loaders clone). The clone gets this class back and the whole size."""
+
+    def clone(self, *args, **kwargs):
+        copy = super().clone(*args, **kwargs)
+        copy.__class__ = type(self)
+        copy.size = self.whole_model_size()
+        return copy
+
+
+def split_class(patcher_class: type, plain: type = DisTorchModelPatcher) -> type:
+    """The class of a split copy of a ``patcher_class`` patcher: ``plain`` for the host's own
+    ModelPatcher; for ComfyUI-GGUF's a subclass of both, its methods first: its ``load`` forces
+    patches onto the weights (its layers dequantize per forward and read patches from the weight,
+    not the host's per-layer functions), and that flag reaches the donor placement below."""
+    if issubclass(patcher_class, DisTorchModelPatcher):
+        return patcher_class
+    if is_gguf_patcher_class(patcher_class):
+        return type(f"DisTorch{patcher_class.__name__}", (_SplitKeepsClassOnClone, patcher_class, plain),
+                    {"__module__": __name__})
+    return plain
+
+
 def check_splittable(patcher) -> None:
     """Raise SplitUnsupported for patchers that manage weights their own way (changes nothing)."""
     if dynamic_vram.is_dynamic(patcher, model_patcher):
         dynamic_vram.report_once(model_patcher)
         raise SplitUnsupported(dynamic_vram.MESSAGE)
-    if type(patcher) is not model_patcher.ModelPatcher and not isinstance(patcher, DisTorchModelPatcher):
+    if (type(patcher) is not model_patcher.ModelPatcher and not isinstance(patcher, DisTorchModelPatcher)
+            and not is_gguf_patcher_class(type(patcher))):
         raise SplitUnsupported(
             f"this model is managed by {type(patcher).__module__}.{type(patcher).__name__}, not ComfyUI's "
             "ModelPatcher, so DisTorch cannot split it (its own loader moves the weights). Set virtual_vram_gb "

@@ -1,5 +1,5 @@
 """The planner's input: a model's placeable modules (name, bytes, kind), from a loaded model or
-from a safetensors header (no weights read).
+from a file's header (safetensors here, .gguf in gguf_tables.py; no weights read).
 
 A placeable module is a module holding parameters of its own and none in its children: the unit
 ComfyUI loads or offloads as a whole. Kinds: ``embedding`` and ``norm`` stay with the compute
@@ -95,3 +95,14 @@ def header_tensors(path: str) -> list[tuple[str, str, tuple[int, ...]]]:
             piece = handle.get_slice(key)
             found.append((key, piece.get_dtype(), tuple(piece.get_shape())))
     return found
+
+
+def file_modules(path: str, prefix: str = "", bytes_per_element: int | None = None) -> list[ModuleInfo]:
+    """The planner's modules from a model file's header: safetensors, or .gguf (sizes as the file
+    stores them, quantized; its names as ComfyUI-GGUF's loader gives them, so ``prefix`` and
+    ``bytes_per_element`` do not apply)."""
+    if str(path).lower().endswith(".gguf"):
+        from .gguf_tables import gguf_modules
+
+        return gguf_modules(path)
+    return modules_from_tensors(header_tensors(path), prefix, bytes_per_element)

@@ -13,7 +13,7 @@ import torch
 
 from .apply import SplitPlacement, apply_split, check_splittable
 from .host_checks import HostReport, check_host
-from .modules import header_tensors, modules_from_tensors, modules_of
+from .modules import file_modules, modules_of
 from .planner import DEFAULT_TINY_BYTES, Plan, PlanError, compute_floor, plan_placement
 from .split import SplitRequest
 from .streaming import TransferChecks
@@ -138,7 +138,7 @@ def precheck_files(paths: list[str], request: SplitRequest, runtime: SplitRuntim
     after loading is the one applied)."""
     modules = []
     for path in paths:
-        modules += modules_from_tensors(header_tensors(path), prefix, WEIGHT_DTYPE_BYTES.get(weight_dtype))
+        modules += file_modules(path, prefix, WEIGHT_DTYPE_BYTES.get(weight_dtype))
     return plan_for(modules, request, compute_room(request.compute), runtime.transfers)
 
 

@@ -4,6 +4,8 @@ from the file's header only (no weights are loaded).
 Query: file (required, as the loader lists it), folder (diffusion_models | checkpoints |
 text_encoders; default diffusion_models), compute_device (default 'default'), virtual_vram_gb,
 donor_device, allocation, weight_dtype (as the loader's inputs). 400 with a message on bad input.
+Files: safetensors, and .gguf (ComfyUI-GGUF's format, found in the same folders its loaders look
+in: diffusion_models / unet, text_encoders / clip), planned at the sizes the file stores.
 """
 from __future__ import annotations
 
@@ -21,12 +23,17 @@ MAX_VIRTUAL_VRAM_GB = 1 << 20  # no machine has a PiB to lend; larger is a typo,
 # folder -> tensor-name prefix of the part that is split
 FOLDERS = {"diffusion_models": "", "unet": "", "checkpoints": "model.diffusion_model.", "text_encoders": "",
            "clip": ""}
+GGUF_FOLDERS = ("diffusion_models", "unet", "text_encoders", "clip")  # where ComfyUI-GGUF's loaders look
+SAFETENSORS_NOTE = "sizes at the file's dtype (or weight_dtype); ComfyUI may store weights wider on some devices"
+GGUF_NOTE = ("sizes as the .gguf file stores them (quantized); ComfyUI-GGUF keeps them so and dequantizes one "
+             "layer at a time on the compute device")
 
 
 def plan_response(query) -> dict:
     import folder_paths
 
     from .. import device_utils
+    from ..distorch.gguf_tables import GGUFError, GGUFUnavailable, read_table
     from ..distorch.modules import header_tensors, modules_from_tensors
     from ..distorch.planner import Plan
     from ..distorch.split import split_request, slot_device
@@ -49,17 +56,35 @@ def plan_response(query) -> dict:
     path = folder_paths.get_full_path(folder, name)
     if path is None:
         raise BadRequest(f"file: '{name}' is not in models/{folder}; GET /models/{folder} lists the files there")
-    if not path.endswith((".safetensors", ".sft")):
-        raise BadRequest(f"file: '{name}' is not a safetensors file; plans are read from safetensors headers")
+    is_gguf = path.lower().endswith(".gguf")
+    if not is_gguf and not path.endswith((".safetensors", ".sft")):
+        raise BadRequest(f"file: '{name}' is not a safetensors or .gguf file; plans are read from their headers")
+    if is_gguf and folder not in GGUF_FOLDERS:
+        raise BadRequest(f"file: '{name}' is a .gguf file; ComfyUI-GGUF loads those from {', '.join(GGUF_FOLDERS)}, "
+                         f"not {folder}: ask with one of these folders")
     weight_dtype = query.get("weight_dtype", "default")
     if weight_dtype not in WEIGHT_DTYPES:
         raise BadRequest(f"weight_dtype: {weight_dtype!r} is not one of {', '.join(WEIGHT_DTYPES)}")
+    if is_gguf and weight_dtype != "default":
+        raise BadRequest(f"weight_dtype: {weight_dtype!r} does not apply to a .gguf file (it keeps its own "
+                         "quantization); leave it 'default'")
     virtual_vram_gb = query_number(query, "virtual_vram_gb", "0", 0, MAX_VIRTUAL_VRAM_GB, " (GiB; 0 = no split)")
-    try:
-        tensors = header_tensors(path)
-    except Exception as exc:  # safetensors raises its own error type for a damaged header
-        raise BadRequest(f"file: '{name}' could not be read as safetensors ({exc}); check or replace the file",
-                         status=422) from None
+    if is_gguf:
+        try:
+            table = read_table(path)
+        except GGUFUnavailable as exc:
+            raise BadRequest(str(exc), status=501) from None
+        except (GGUFError, OSError) as exc:
+            raise BadRequest(f"file: '{name}' could not be read as GGUF ({exc}); check or replace the file",
+                             status=422) from None
+        file_modules = table.modules()
+    else:
+        try:
+            tensors = header_tensors(path)
+        except Exception as exc:  # safetensors raises its own error type for a damaged header
+            raise BadRequest(f"file: '{name}' could not be read as safetensors ({exc}); check or replace the file",
+                             status=422) from None
+        file_modules = modules_from_tensors(tensors, FOLDERS[folder], WEIGHT_DTYPE_BYTES.get(weight_dtype))
     try:
         device = device_utils.resolve_device(query.get("compute_device", "default"), "compute_device")
         if device is None:
@@ -69,7 +94,7 @@ def plan_response(query) -> dict:
         compute = str(device)
         request = split_request(compute, device_utils.available_devices(), virtual_vram_gb,
                                 query.get("donor_device", "cpu"), query.get("allocation", ""))
-        modules = modules_from_tensors(tensors, FOLDERS[folder], WEIGHT_DTYPE_BYTES.get(weight_dtype))
+        modules = file_modules
         if not modules:
             raise ValueError(f"file: '{name}' holds no tensors under '{FOLDERS[folder]}'")
         if request is None:
@@ -85,8 +110,8 @@ def plan_response(query) -> dict:
     sizes = {m.name: m for m in modules}
     return {
         "file": name, "folder": folder, "compute_device": compute, "allocation": described,
-        "model_bytes": total,
-        "bytes_note": "sizes at the file's dtype (or weight_dtype); ComfyUI may store weights wider on some devices",
+        "format": "gguf" if is_gguf else "safetensors", "model_bytes": total,
+        "bytes_note": GGUF_NOTE if is_gguf else SAFETENSORS_NOTE,
         "budgets": budgets,
         "devices": [{"slot": slot, "device": slot_device(slot), "bytes": held,
                      "modules": len(plan.modules_on(slot)), "share": held / total}

@@ -43,6 +43,22 @@ def models_dir() -> Path:
     return Path(os.environ.get("DISTORCH_MODEL_CACHE", cache_dir() / "models"))
 
 
+def comfyui_gguf_candidates() -> list[Path]:
+    """Where the tests look for ComfyUI-GGUF (a third-party pack installed beside ours in test
+    hosts): COMFYUI_GGUF_PATH if set, then the vendored copy in ../shared/vendor."""
+    found = []
+    user = os.environ.get("COMFYUI_GGUF_PATH")
+    if user:
+        found.append(Path(user).expanduser().resolve())
+    found.append((REPO_ROOT.parent / "shared" / "vendor" / "ComfyUI-GGUF").resolve())
+    return found
+
+
+def comfyui_gguf_dir() -> Path | None:
+    """The first ComfyUI-GGUF checkout found (its nodes.py present), or None."""
+    return next((path for path in comfyui_gguf_candidates() if (path / "nodes.py").is_file()), None)
+
+
 def requirements_digest() -> str:
     digest = hashlib.sha256()
     for name in REQUIREMENT_FILES:

@@ -12,6 +12,8 @@ Writes (skipping files that already exist):
     text_encoders/distorch-test-clip-l.safetensors          CLIP-L (123 M params)
     checkpoints/distorch-test-sd15.safetensors              UNet + CLIP + VAE, checkpoint prefixes
     loras/distorch-test-lora.safetensors                    rank-4 LoRA on the UNet's attention
+    diffusion_models/distorch-test-unet-Q8_0.gguf, -Q4_0.gguf  the UNet quantized as ComfyUI-GGUF's
+                                                            tools do it (tools/make_gguf.py)
 """
 from __future__ import annotations
 
@@ -180,6 +182,10 @@ def main(argv=None) -> int:
             for key, tensor in load_file(str(out / relative)).items():
                 state[CHECKPOINT_PREFIXES[part] + key] = tensor
         write(checkpoint, state, save_file)
+
+    import make_gguf  # beside this file (tools/)
+
+    make_gguf.write_missing(out / unet_file(1), out / "diffusion_models")
     return 0
 
 

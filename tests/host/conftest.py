@@ -72,6 +72,25 @@ def comfy_modes(tmp_path_factory, model_cache, modes_files):
     host.stop()
 
 
+@pytest.fixture(scope="session")
+def comfy_gguf(tmp_path_factory, model_cache):
+    """A server with the pack and ComfyUI-GGUF (city96's GGUF loaders, a third-party pack) side by
+    side in custom_nodes/, as users run them. Skipped, naming where it was looked for, when no copy
+    of ComfyUI-GGUF is there (CI has ../shared/vendor/ComfyUI-GGUF)."""
+    gguf_pack = hostenv.comfyui_gguf_dir()
+    if gguf_pack is None:
+        pytest.skip("ComfyUI-GGUF not found (looked in: " + ", ".join(map(str, hostenv.comfyui_gguf_candidates()))
+                    + "); set COMFYUI_GGUF_PATH to a checkout of city96/ComfyUI-GGUF")
+    comfyui = hostenv.comfyui_dir()
+    if not (comfyui / "main.py").exists():
+        pytest.fail(f"no ComfyUI at {comfyui}: run `make test` (or tools/bootstrap.py), or set COMFYUI_PATH")
+    host = ComfyHost(comfyui, tmp_path_factory.mktemp("host-gguf"), model_cache, hostenv.REPO_ROOT,
+                     extra_custom_nodes=(gguf_pack,))
+    host.start()
+    yield host
+    host.stop()
+
+
 HOOKS_PACK = Path(__file__).parent / "packs" / "distorch_test_hooks"
 
 

@@ -58,3 +58,13 @@ def txt2img(loaders: dict, model=("1", 0), clip=("1", 1), vae=("1", 2), seed: in
 
 def separate_txt2img(loaders: dict, **kwargs) -> dict:
     return txt2img(loaders, model=("1", 0), clip=("2", 0), vae=("3", 0), **kwargs)
+
+
+GGUF_UNETS = ("distorch-test-unet-Q8_0.gguf", "distorch-test-unet-Q4_0.gguf")  # tools/make_gguf.py
+
+
+def gguf_loaders(unet: str, clip: str = CLIP, vae: str = VAE) -> dict:
+    """Nodes 1 (MODEL, ComfyUI-GGUF's UnetLoaderGGUF), 2 (CLIP) and 3 (VAE, core loaders)."""
+    loaders = separate_loaders("core", clip=clip, vae=vae)
+    loaders["1"] = {"class_type": "UnetLoaderGGUF", "inputs": {"unet_name": unet}}
+    return loaders

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+import types
 
 import pytest
 
@@ -41,3 +42,21 @@ def mm():
     import comfy.model_management
 
     return comfy.model_management
+
+
+@pytest.fixture(scope="session")
+def comfyui_gguf(mm):
+    """ComfyUI-GGUF (the third-party pack) imported in-process as a package over the real host
+    (``.loader``, ``.nodes``), without its ``__init__``; skipped, naming where it was looked for,
+    when no copy is there."""
+    folder = hostenv.comfyui_gguf_dir()
+    if folder is None:
+        pytest.skip("ComfyUI-GGUF not found (looked in: " + ", ".join(map(str, hostenv.comfyui_gguf_candidates()))
+                    + "); set COMFYUI_GGUF_PATH to a checkout of city96/ComfyUI-GGUF")
+    name = "comfyui_gguf_under_test"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, folder / "__init__.py",
+                                                      submodule_search_locations=[str(folder)])
+        sys.modules[name] = importlib.util.module_from_spec(spec)  # deliberately not executed
+    return types.SimpleNamespace(folder=folder, loader=importlib.import_module(f"{name}.loader"),
+                                 nodes=importlib.import_module(f"{name}.nodes"))
