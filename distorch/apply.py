@@ -125,26 +125,6 @@ class DisTorchModelPatcher(model_patcher.ModelPatcher):
         # Each entry ends with (name, module, params) on every ComfyUI that has this method.
         return [unit for unit in units if unit[-3] not in split.offloaded]
 
-    def load(self, device_to=None, lowvram_model_memory=0, force_patch_weights=False, full_load=False, **kwargs):
-        split = self._distorch_split()
-        if split is None:
-            return super().load(device_to, lowvram_model_memory=lowvram_model_memory,
-                                force_patch_weights=force_patch_weights, full_load=full_load, **kwargs)
-        # A "full load" must not move the offloaded modules: ask for a load with unlimited room
-        # over the modules the plan keeps (the host then loads each of them completely).
-        room = 1e32 if full_load else lowvram_model_memory
-        result = super().load(device_to, lowvram_model_memory=room, force_patch_weights=force_patch_weights,
-                              full_load=False, **kwargs)
-        self._place_offloaded(split, device_to if device_to is not None else self.load_device)
-        # The host records the room its own offloaded layers need to run (read when it partially
-        # unloads the model); the split's offloaded layers need theirs (the plan's reserve) too.
-        held = getattr(self.model, "model_offload_buffer_memory", 0) or 0
-        self.model.model_offload_buffer_memory = max(held, split.plan.reserve_bytes)
-        # The host counted the modules it loaded; a donor slot on the compute device is resident
-        # there too (each host load recounts from zero, so this is added once per load).
-        self.model.model_loaded_weight_memory += split.same_device_bytes
-        return result
-
     def unpatch_model(self, device_to=None, unpatch_weights=True):
         result = super().unpatch_model(device_to, unpatch_weights=unpatch_weights)
         if unpatch_weights:
@@ -152,7 +132,6 @@ class DisTorchModelPatcher(model_patcher.ModelPatcher):
                 if hasattr(module, PLACED_MARK):
                     delattr(module, PLACED_MARK)
         return result
-
 
     @classmethod
     def split_copy(cls, patcher, split: SplitPlacement) -> "DisTorchModelPatcher":
