@@ -145,7 +145,7 @@ class LoadPipeline:
         from .split_model import precheck_files
 
         paths = files.resolved()
-        if any(path is None or not path.endswith((".safetensors", ".sft")) for path in paths):
+        if any(path is None or not path.endswith((".safetensors", ".sft", ".gguf")) for path in paths):
             return  # the host reports missing files; other formats have no header to read here
         for part in split_parts:
             try:

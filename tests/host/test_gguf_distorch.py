@@ -1,0 +1,71 @@
+"""The DisTorch GGUF loaders beside ComfyUI-GGUF on the real host: the same model as ComfyUI-GGUF's
+own loader, split with the quantized layers parked on the donor, and absent without ComfyUI-GGUF."""
+import pytest
+
+import hostenv
+import workflows
+from comfy_host import ComfyHost
+from latents import saved_latent
+
+pytestmark = pytest.mark.host
+
+UNET = workflows.GGUF_UNETS[0]  # Q8_0
+
+
+def graph(unet_node: dict, prefix: str) -> dict:
+    loaders = workflows.separate_loaders("core")
+    loaders["1"] = unet_node
+    return workflows.separate_txt2img(loaders, seed=9, prefix=prefix)
+
+
+def distorch_unet(**inputs) -> dict:
+    return {"class_type": "DisTorchUnetLoaderGGUF",
+            "inputs": {"unet_name": UNET, "compute_device": "cpu", "keep_loaded": False, **inputs}}
+
+
+@pytest.fixture(scope="module")
+def gguf_split_host(comfy_gguf, tmp_path_factory, model_cache):
+    """The pack and ComfyUI-GGUF, with small modules allowed on the donor: the synthetic Q8_0 UNet's
+    layers are all under the default 1 MiB that stays on the compute device."""
+    host = ComfyHost(hostenv.comfyui_dir(), tmp_path_factory.mktemp("host-gguf-split"), model_cache,
+                     hostenv.REPO_ROOT, extra_custom_nodes=(hostenv.comfyui_gguf_dir(),),
+                     env={"DISTORCH_TINY_BYTES": "65536"})
+    host.start()
+    yield host
+    host.stop()
+
+
+def test_the_gguf_loaders_take_comfyui_ggufs_inputs_then_the_packs(comfy_gguf):
+    info = comfy_gguf.object_info()
+    for name, upstream in (("DisTorchUnetLoaderGGUF", "UnetLoaderGGUF"), ("DisTorchCLIPLoaderGGUF", "CLIPLoaderGGUF"),
+                           ("DisTorchDualCLIPLoaderGGUF", "DualCLIPLoaderGGUF")):
+        ours, theirs = info[name], info[upstream]
+        required = ours["input_order"]["required"]
+        assert required[:len(theirs["input_order"]["required"])] == theirs["input_order"]["required"]
+        assert required[-2:] == ["compute_device", "keep_loaded"]
+        assert ours["input_order"]["optional"] == ["virtual_vram_gb", "donor_device", "allocation"]
+        for section in ("required", "optional"):
+            for input_name, spec in ours["input"][section].items():
+                assert spec[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
+    assert UNET in info["DisTorchUnetLoaderGGUF"]["input"]["required"]["unet_name"][0]
+
+
+def test_a_gguf_split_gives_the_same_latent_as_the_unsplit_gguf(gguf_split_host):
+    host = gguf_split_host
+    theirs = saved_latent(host, host.run(graph({"class_type": "UnetLoaderGGUF", "inputs": {"unet_name": UNET}},
+                                               "gguf-theirs")))
+    unsplit = saved_latent(host, host.run(graph(distorch_unet(), "gguf-ours")))
+    log_start = len(host.log_text())
+    split = saved_latent(host, host.run(graph(distorch_unet(virtual_vram_gb=0.012, donor_device="cpu"),
+                                              "gguf-split")))
+    log = host.log_text()[log_start:]
+    assert "DisTorchUnetLoaderGGUF '" + UNET + "': placement of" in log and "cpu (donor)" in log, log[-3000:]
+    assert (unsplit == theirs).all(), "the DisTorch GGUF loader must build the same model as ComfyUI-GGUF's"
+    assert (split == unsplit).all(), "a split must not change the result"
+    models = {m["loader"]: m for m in host.get("/internal/memory")["models"]}
+    assert models["DisTorchUnetLoaderGGUF"]["component"] == "unet"
+
+
+def test_without_comfyui_gguf_the_gguf_loaders_are_absent_and_the_log_says_why(comfy):
+    assert not any(name.endswith("GGUF") for name in comfy.object_info() if name.startswith("DisTorch"))
+    assert "ComfyUI-GGUF is not installed, so the DisTorch GGUF loaders are not registered" in comfy.log_text()
