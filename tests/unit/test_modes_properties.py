@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from distorch.allocation import AllocationError, parse_allocation
 from distorch.devices import DeviceNameError, canonical_device
-from modes.header import BaseModel, HeaderError, lora_context_dim, read_header
+from modes.header import BaseModel, HeaderError, lora_context_dim, read_header, shape_only_state_dict
 from modes.paths import Roots
 from modes.schema import MAX_SIDE, MODE_KEYS, WEIGHT_DTYPES, Checks, ModesConfig, build_config
 from modes.yamlsafe import MAX_DEPTH, ModesFileError, read_document
@@ -34,8 +34,12 @@ def lora_file(path: Path, width: int | None, header: dict | None = None):
     if header is None:
         header = {"lora_unet_x_attn2_to_k.lora_down.weight": {"dtype": "F16", "shape": [4, width],
                                                                "data_offsets": [0, 8 * width]}}
-    raw = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(raw)) + raw)
+    path.write_bytes(framed(json.dumps(header).encode()))
+
+
+def framed(raw: bytes) -> bytes:
+    """A safetensors header: its length (8 bytes, little endian), then the JSON."""
+    return struct.pack("<Q", len(raw)) + raw
 
 
 @dataclass
@@ -391,7 +395,10 @@ def test_aliases_expand_or_are_refused_as_a_bomb(world, levels, fan_out):
                             lambda d: json.dumps(d).encode())),
               st.sampled_from([0, 0, 1, -1]))))
 @example(struct.pack("<Q", 20_000) + b"[" * 10_000 + b"]" * 10_000)   # RecursionError in json.loads
-@example(struct.pack("<Q", 47) + b'{"a.attn2.to_k.lora_down.weight": {"shape": 5}}')  # TypeError: len(5)
+@example(framed(b'{"a.attn2.to_k.lora_down.weight": {"shape": 5}}'))  # TypeError: len(5)
+@example(framed(b'{"w": {"dtype": "F16", "shape": [1e12, 1e12]}}'))  # floats as sizes
+@example(framed(b'{"w": {"dtype": "F16", "shape": [1099511627776, 2e6]}}'))
+@example(framed(b'{"w": {"dtype": "F16", "shape": [1099511627776, 1099511627776]}}'))  # torch overflow
 def test_any_file_has_a_header_or_a_header_error(tmp_path_factory, data):
     path = tmp_path_factory.getbasetemp() / "header-probe.safetensors"
     path.write_bytes(data)
@@ -401,7 +408,13 @@ def test_any_file_has_a_header_or_a_header_error(tmp_path_factory, data):
     except HeaderError as error:
         assert "header-probe.safetensors" in str(error)
         return
+    try:
+        state = shape_only_state_dict(header)  # what detect_model hands the host's detection
+    except HeaderError as error:  # the schema puts it under the mode's 'model' key, which names the file
+        assert any(f"tensor '{name}'" in str(error) for name in header)
+        return
     assert isinstance(header, dict) and "__metadata__" not in header
     for info in header.values():
         assert isinstance(info["dtype"], str) and all(isinstance(n, int) and n >= 0 for n in info["shape"])
     assert width is None or isinstance(width, int)
+    assert {name: list(tensor.shape) for name, tensor in state.items()} == {n: i["shape"] for n, i in header.items()}
