@@ -31,7 +31,7 @@ pytestmark = pytest.mark.host
 
 SUITE = "tests/execution"
 PLUGIN_DIR = Path(__file__).resolve().parent / "execution_suite"
-RUN_TIMEOUT_S = 30 * 60  # about 3.5 min per run on a 2-core machine
+RUN_TIMEOUT_S = 30 * 60  # 3 to 4 min per run on a 2-core machine
 FAILED = ("failed", "error")
 # Host tests that fail on the bare host too, with the reason; they are not the pack's to fix.
 # None on ComfyUI 0.3.75 with tools/requirements-host.txt (all 232 pass; the host logs
