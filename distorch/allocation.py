@@ -13,8 +13,10 @@ Pure: device names are checked against a list passed in.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 
 from .devices import DeviceNameError, canonical_device
 
@@ -50,7 +52,7 @@ class Allocation:
 
     def to_string(self) -> str:
         if self.form == "fraction":
-            return repr(self.fraction)
+            return plain_number(self.fraction)
         return ";".join(f"{s.device},{_format_amount(s)}" for s in self.shares)
 
     def budgets(self, model_bytes: int, compute_device: str, donor_device: str | None = None) -> dict[str, int]:
@@ -72,11 +74,17 @@ class Allocation:
         return {share.device: budgets[share.device] for share in self.shares}
 
 
+def plain_number(value: float) -> str:
+    """``value`` as digits the grammar reads back to the same float (no exponent: '1e-05' is not
+    an amount)."""
+    return format(Decimal(repr(float(value))), "f")
+
+
 def _format_amount(share: Share) -> str:
     if share.kind == "rest":
         return REST
     if share.kind == "percent":
-        return f"{share.amount:g}%"
+        return f"{plain_number(share.amount)}%"
     return f"{int(share.amount)}b"
 
 
@@ -97,6 +105,8 @@ def parse_allocation(text: str | None, available: list[str], input_name: str = "
         if not match:
             raise _fail(raw, raw.find(stripped), stripped, "not a fraction or a device,amount pair", input_name)
         value = float(match.group(1))
+        if value == 0:  # '0.00', '.0': the same "no split" as '0'
+            return None
         if not 0 < value <= 1:
             raise _fail(raw, raw.find(stripped), stripped,
                         "a fraction must be above 0 and at most 1 (the share kept on the compute device)",
@@ -110,9 +120,9 @@ def parse_allocation(text: str | None, available: list[str], input_name: str = "
         offset += len(entry) + 1
         token = entry.strip()
         if not token:
-            if shares or raw.strip().endswith(";"):
-                continue  # tolerate a trailing ';'
-            raise _fail(raw, start, token, "empty entry", input_name)
+            if shares:
+                continue  # tolerate a trailing ';' (and ';;' after an entry)
+            raise _fail(raw, start, token, "empty entry (no device,amount before this ';')", input_name)
         device_text, comma, amount_text = token.partition(",")
         if not comma:
             raise _fail(raw, start, token, "missing ',amount' after the device", input_name)
@@ -122,7 +132,8 @@ def parse_allocation(text: str | None, available: list[str], input_name: str = "
             raise _fail(raw, start, device_text.strip(), str(exc).split(": ", 1)[-1].rstrip("."), input_name) from None
         if any(s.device == device for s in shares):
             raise _fail(raw, start, token, f"device '{device}' appears twice", input_name)
-        shares.append(_parse_amount(raw, start + len(device_text) + 1, amount_text.strip(), device, input_name))
+        amount_start = start + len(device_text) + 1 + len(amount_text) - len(amount_text.lstrip())
+        shares.append(_parse_amount(raw, amount_start, amount_text.strip(), device, input_name))
 
     kinds = {s.kind for s in shares}
     if "bytes" in kinds and "percent" in kinds:
@@ -159,7 +170,10 @@ def _parse_amount(raw: str, position: int, amount: str, device: str, input_name:
         raise _fail(raw, position, amount, f"'{amount}' has no unit; add one of {UNIT_HELP}", input_name)
     if unit not in UNITS:
         raise _fail(raw, position, amount, f"unknown unit '{unit}'; use {UNIT_HELP}", input_name)
-    return Share(device, "bytes", float(int(float(number) * UNITS[unit])))
+    size_bytes = float(number) * UNITS[unit]
+    if not math.isfinite(size_bytes):
+        raise _fail(raw, position, amount, f"'{amount}' is too large to be a size", input_name)
+    return Share(device, "bytes", float(int(size_bytes)))
 
 
 def simple_allocation(virtual_vram_gb: float, donor_device: str, compute_device: str,
@@ -168,5 +182,5 @@ def simple_allocation(virtual_vram_gb: float, donor_device: str, compute_device:
     device the rest. 0 means no split."""
     if virtual_vram_gb is None or virtual_vram_gb <= 0:
         return None
-    text = f"{compute_device},*;{donor_device},{virtual_vram_gb}gb"
+    text = f"{compute_device},*;{donor_device},{plain_number(virtual_vram_gb)}gb"
     return parse_allocation(text, available, "virtual_vram_gb/donor_device")

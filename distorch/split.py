@@ -73,7 +73,9 @@ def _amount(share: Share) -> str:
         return "*"
     if share.kind == "percent":
         return f"{share.amount:g}%"
-    return f"{share.amount / GIB:.3g}gb"
+    # 3 decimals of GiB without an exponent ('2e+03gb' is no amount); bytes when that reads as 0
+    gib = f"{share.amount / GIB:.3f}".rstrip("0").rstrip(".")
+    return f"{gib}gb" if gib != "0" or not share.amount else f"{int(share.amount)}b"
 
 
 def split_request(compute: str, available: list[str], virtual_vram_gb: float = 0.0,
@@ -98,7 +100,7 @@ def split_request(compute: str, available: list[str], virtual_vram_gb: float = 0
     except (TypeError, ValueError):
         raise AllocationError(f"virtual_vram_gb: '{virtual_vram_gb}' is not a number; use GiB, e.g. 4.0 "
                               "(0 = no split)") from None
-    if gib != gib or gib < 0 or gib == float("inf"):
+    if gib != gib or gib < 0 or gib * GIB == float("inf"):  # 1e300 GiB is an infinite byte count
         raise AllocationError(f"virtual_vram_gb: {virtual_vram_gb} is not allowed; use 0 (no split) or a "
                               "positive size in GiB, e.g. 4.0")
     if gib == 0:

@@ -52,12 +52,18 @@ def read_header(path: str | Path) -> dict:
         raise HeaderError(f"'{path.name}' ends inside its header: truncated; export or download it again")
     try:
         header = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: '[[[[...' nested deeper than Python recurses
         raise HeaderError(f"'{path.name}' has no valid safetensors header ({exc}); "
                           "it is corrupt or not a safetensors file") from None
     if not isinstance(header, dict):
         raise HeaderError(f"'{path.name}' has no valid safetensors header")
     header.pop("__metadata__", None)
+    for name, info in header.items():  # the readers below rely on it: {"dtype": text, "shape": [n, ...]}
+        shape = info.get("shape") if isinstance(info, dict) else None
+        if not (isinstance(shape, list) and isinstance(info.get("dtype"), str)
+                and all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**48 for n in shape)):
+            raise HeaderError(f"'{path.name}' has a malformed header entry for tensor '{name}' (a dtype and a "
+                              "shape of whole numbers are required); it is corrupt: export or download it again")
     return header
 
 
@@ -68,7 +74,11 @@ def shape_only_state_dict(header: dict) -> dict:
     state = {}
     for name, info in header.items():
         dtype = getattr(torch, _DTYPES.get(str(info.get("dtype")), "float32"), torch.float32)
-        state[name] = torch.empty(tuple(info.get("shape", ())), dtype=dtype, device="meta")
+        try:
+            state[name] = torch.empty(tuple(info.get("shape", ())), dtype=dtype, device="meta")
+        except RuntimeError as exc:  # a shape whose size overflows 64 bits: a corrupt file
+            raise HeaderError(f"tensor '{name}' has an impossible shape {info.get('shape')} ({exc}); "
+                              "the file is corrupt: export or download it again") from None
     return state
 
 

@@ -63,6 +63,15 @@ def _resolve(name: str, search: list[tuple[str, Path]], what: str) -> Path:
         raise PathRefused(f"{what} needs a file name, got {name!r}")
     if not search:
         raise PathRefused(f"{what} '{name}': no folder to look in (set model_root / lora_root in the file)")
+    try:
+        return _lookup(name, search, what)
+    except PathRefused:
+        raise
+    except (OSError, ValueError, RuntimeError) as exc:  # '~nobody/x' (RuntimeError), NUL bytes, names too long
+        raise PathRefused(f"{what} {name!r} cannot be a file name here ({exc}); check the spelling") from None
+
+
+def _lookup(name: str, search: list[tuple[str, Path]], what: str) -> Path:
     real_roots = [_real(folder) for _, folder in search]
     described = ", ".join(f"{label} {folder}" for label, folder in search)
     written = Path(name).expanduser()

@@ -7,9 +7,11 @@ LoRAs made for another base become warnings, and are skipped when the mode loads
 """
 from __future__ import annotations
 
+import datetime
 import difflib
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Callable
@@ -185,6 +187,24 @@ def _size(c, mode: dict, path) -> tuple[int, int]:
     return width, height
 
 
+def _json_value(c, value, path: tuple):
+    """``value`` as GET /distorch/modes can send it (strict JSON, which the browser parses): YAML
+    dates become ISO text; NaN, infinity and binary data are refused where they were written."""
+    if isinstance(value, dict):
+        return {key: _json_value(c, item, path + (key,)) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_value(c, item, path + (index,)) for index, item in enumerate(value)]
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        c.error(path, f"{_label(path)}: {value!r} cannot be sent as JSON; write it in quotes")
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    c.error(path, f"{_label(path)}: a {type(value).__name__} value is not allowed here; write text in quotes")
+    return None
+
+
 def _root(c, top: dict, key: str, base_dir: Path) -> Path | None:
     if top.get(key) is None:
         return None
@@ -193,10 +213,15 @@ def _root(c, top: dict, key: str, base_dir: Path) -> Path | None:
         c.error((key,), f"{key}: {value!r} is not a folder path; write an absolute path, or one relative to "
                         "the modes file")
         return None
-    folder = Path(value).expanduser()
-    if not folder.is_absolute():
-        folder = base_dir / folder
-    if not folder.is_dir():
+    try:
+        folder = Path(value).expanduser()
+        if not folder.is_absolute():
+            folder = base_dir / folder
+        is_dir = folder.is_dir()
+    except (OSError, ValueError, RuntimeError) as exc:  # '~nobody' (RuntimeError), names too long (OSError)
+        c.error((key,), f"{key}: {value!r} cannot be a folder path here ({exc}); fix the path")
+        return None
+    if not is_dir:
         c.error((key,), f"{key}: folder '{value}' does not exist ({folder}); create it or fix the path")
         return None
     return folder
@@ -288,6 +313,7 @@ def _mode(c, name: str, mode, checks: Checks, roots: Roots) -> ModeSpec | None:
     if not isinstance(metadata, dict):
         c.error(path + ("metadata",), f"modes.{name}.metadata: must be a mapping, e.g. {{description: \"...\"}}")
         metadata = {}
+    metadata = _json_value(c, metadata, path + ("metadata",))
     text = {}
     for key, default in (("compute_device", "default"), ("allocation", ""), ("weight_dtype", "default")):
         value = mode.get(key, default)

@@ -10,6 +10,7 @@ Result: ``Document(value, marks)`` where ``marks`` maps a path (tuple of keys / 
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import yaml
@@ -68,11 +69,13 @@ def _mark(node) -> tuple[int, int]:
 
 
 class _CountingLoader(yaml.SafeLoader):
-    """SafeLoader that counts aliases while composing (before anything is expanded)."""
+    """SafeLoader that counts aliases and nesting while composing (before anything is expanded):
+    PyYAML composes recursively, so a file of 10,000 '[' would end in a RecursionError."""
 
     def __init__(self, stream):
         super().__init__(stream)
         self.alias_count = 0
+        self.depth = 0
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
@@ -82,7 +85,30 @@ class _CountingLoader(yaml.SafeLoader):
                 raise yaml.composer.ComposerError(
                     None, None, f"more than {MAX_ALIASES} aliases (*name): refused as a possible alias bomb; "
                     "write the values out instead", event.start_mark)
-        return super().compose_node(parent, index)
+        if self.depth > MAX_DEPTH:  # the same limit as _Builder.build (a path of MAX_DEPTH keys)
+            raise yaml.composer.ComposerError(
+                None, None, f"values nested more than {MAX_DEPTH} levels deep: refused", self.peek_event().start_mark)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+# An explicit tag runs any of SafeLoader's constructors on any text, and they fail in many ways:
+# '!!int abc' and 'date: 2024-13-45' (ValueError), 5000 digits (ValueError: the int limit),
+# '!!timestamp 1' (AttributeError). Every one means "this value cannot be read".
+_SCALAR_ERRORS = (Exception,)
+
+
+def _reason(exc: Exception) -> str:
+    return getattr(exc, "problem", None) or str(exc)
+
+
+def _line_column(text: str, position: int) -> tuple[int, int]:
+    """1-based (line, column) of a character index, counting line breaks as YAML does."""
+    lines = re.split("\r\n|[\r\n\x85\u2028\u2029]", text[:position])
+    return len(lines), len(lines[-1]) + 1
 
 
 def read_document(text: str | bytes, file: str) -> Document:
@@ -96,7 +122,12 @@ def read_document(text: str | bytes, file: str) -> Document:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ModesFileError([Problem(file, 1, 1, f"the file is not UTF-8 text ({exc}); save it as UTF-8")]) from None
-    loader = _CountingLoader(text)
+    try:
+        loader = _CountingLoader(text)  # checks every character first
+    except yaml.reader.ReaderError as exc:
+        line, column = _line_column(text, exc.position)
+        raise ModesFileError([Problem(file, line, column, f"character U+{exc.character:04X} is not allowed in a YAML "
+                                                          "file; remove it (or write it as an escape in quotes)")]) from None
     try:
         try:
             root = loader.get_single_node()
@@ -140,10 +171,7 @@ class _Builder:
             self._fail(node, f"values nested more than {MAX_DEPTH} levels deep (a recursive alias?): refused")
         self.doc.marks.setdefault(path, _mark(node))
         if isinstance(node, yaml.ScalarNode):
-            try:
-                return self.loader.construct_object(node, deep=True)
-            except yaml.YAMLError as exc:
-                self._fail(node, f"cannot read this value: {exc}")
+            return self._scalar(node, "value")
         if isinstance(node, yaml.SequenceNode):
             return [self.build(child, path + (index,)) for index, child in enumerate(node.value)]
         if isinstance(node, yaml.MappingNode):
@@ -153,7 +181,7 @@ class _Builder:
                     self._fail(key_node, "a key must be a plain name, not a list or a mapping")
                 if key_node.tag == "tag:yaml.org,2002:merge":
                     self._fail(key_node, "merge keys ('<<') are not supported in a modes file; write the keys out")
-                key = self.loader.construct_object(key_node, deep=True)
+                key = self._scalar(key_node, "key")
                 if not isinstance(key, (str, int, float, bool)) and key is not None:
                     self._fail(key_node, f"a key must be a plain name, got {key!r}")
                 key = str(key) if key is not None else "null"
@@ -169,3 +197,11 @@ class _Builder:
                 result[key] = self.build(value_node, path + (key,))
             return result
         self._fail(node, f"unsupported YAML node {type(node).__name__}")
+
+    def _scalar(self, node, what: str):
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except _SCALAR_ERRORS as exc:
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")  # e.g. a date-like '2024-13-45' reads as !!timestamp
+            self._fail(node, f"cannot read this {what} as {tag}: {_reason(exc)}; put text in quotes, "
+                             "or write a plain number")
