@@ -69,3 +69,19 @@ def test_a_gguf_split_gives_the_same_latent_as_the_unsplit_gguf(gguf_split_host)
 def test_without_comfyui_gguf_the_gguf_loaders_are_absent_and_the_log_says_why(comfy):
     assert not any(name.endswith("GGUF") for name in comfy.object_info() if name.startswith("DisTorch"))
     assert "ComfyUI-GGUF is not installed, so the DisTorch GGUF loaders are not registered" in comfy.log_text()
+
+
+def test_a_place_node_splits_comfyui_ggufs_own_model(gguf_split_host):
+    host = gguf_split_host
+    theirs = {"class_type": "UnetLoaderGGUF", "inputs": {"unet_name": UNET}}
+    plain = saved_latent(host, host.run(graph(theirs, "gguf-place-plain")))
+    placed_graph = graph(theirs, "gguf-placed")
+    placed_graph["11"] = {"class_type": "DisTorchPlaceModel", "inputs": {
+        "model": ["1", 0], "compute_device": "cpu", "keep_loaded": False, "virtual_vram_gb": 0.012,
+        "donor_device": "cpu"}}
+    placed_graph["7"]["inputs"]["model"] = ["11", 0]
+    log_start = len(host.log_text())
+    placed = saved_latent(host, host.run(placed_graph))
+    log = host.log_text()[log_start:]
+    assert "DisTorchPlaceModel" in log and "cpu (donor)" in log, log[-3000:]
+    assert (placed == plain).all()

@@ -5,6 +5,8 @@
 - ``DisTorchTestPurge`` calls ``unload_all_models()`` as other packs' "purge VRAM" nodes do.
 - ``DisTorchTestBreakUnload`` makes the next unload of its MODEL's loaded entry raise once (a
   driver error while moving weights), to check that a failed unload stays accounted.
+- ``DisTorchTestOtherLoader`` is "another pack's loader": it builds a diffusion model with the host's
+  own ``comfy.sd.load_diffusion_model``, for the place nodes.
 Installed only into test hosts' custom_nodes/; never shipped.
 """
 import comfy.model_management as mm
@@ -62,5 +64,23 @@ class Purge:
         return (model,)
 
 
-NODE_CLASS_MAPPINGS = {"DisTorchTestRaiseOOM": RaiseOOM, "DisTorchTestBreakUnload": BreakUnload,
+class OtherLoader:
+    CATEGORY = "DisTorch/tests"
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        import folder_paths
+
+        return {"required": {"unet_name": (folder_paths.get_filename_list("diffusion_models"),)}}
+
+    def load(self, unet_name):
+        import comfy.sd
+        import folder_paths
+
+        return (comfy.sd.load_diffusion_model(folder_paths.get_full_path("diffusion_models", unet_name)),)
+
+
+NODE_CLASS_MAPPINGS = {"DisTorchTestOtherLoader": OtherLoader, "DisTorchTestRaiseOOM": RaiseOOM, "DisTorchTestBreakUnload": BreakUnload,
                        "DisTorchTestPurge": Purge}
