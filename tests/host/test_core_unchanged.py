@@ -9,7 +9,8 @@ from latents import saved_image, saved_latent
 pytestmark = pytest.mark.host
 
 PACK_NODES = {"DisTorchUNETLoader", "DisTorchCLIPLoader", "DisTorchDualCLIPLoader",
-              "DisTorchVAELoader", "DisTorchCheckpointLoader", "DisTorchModeSwitch"}
+              "DisTorchVAELoader", "DisTorchCheckpointLoader", "DisTorchModeSwitch",
+              "DisTorchPlaceModel", "DisTorchPlaceCLIP", "DisTorchPlaceVAE"}
 
 
 def test_core_workflow_output_identical_with_and_without_pack(comfy, comfy_core):
