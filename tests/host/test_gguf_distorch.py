@@ -85,3 +85,12 @@ def test_a_place_node_splits_comfyui_ggufs_own_model(gguf_split_host):
     log = host.log_text()[log_start:]
     assert "DisTorchPlaceModel" in log and "cpu (donor)" in log, log[-3000:]
     assert (placed == plain).all()
+
+
+def test_every_gguf_loader_has_a_help_page_naming_its_inputs(comfy_gguf):
+    info = comfy_gguf.object_info()
+    for name in ("DisTorchUnetLoaderGGUF", "DisTorchCLIPLoaderGGUF", "DisTorchDualCLIPLoaderGGUF"):
+        status, body = comfy_gguf.request("GET", f"/extensions/comfyui-distorch/docs/{name}.md")
+        assert status == 200, f"web/docs/{name}.md is missing"
+        inputs = [i for section in info[name]["input"].values() for i in section]
+        assert [i for i in inputs if f"`{i}`" not in body.decode()] == []
