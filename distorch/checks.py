@@ -1,6 +1,7 @@
 """Turn a failed model load into an error that says what is wrong with the file and what to do.
 
-Header reads only (``safetensors.safe_open``): explaining a failure never loads weights.
+Header reads only (modules.header_tensors, through ``safetensors.safe_open``): explaining a failure
+never loads weights.
 """
 from __future__ import annotations
 
@@ -37,11 +38,10 @@ def guess_kind(keys: Iterable[str]) -> str | None:
 
 def read_keys(path: str) -> list[str]:
     """Tensor names from a safetensors header; raises ValueError naming the file if unreadable."""
-    from safetensors import safe_open
+    from .modules import header_tensors
 
     try:
-        with safe_open(path, framework="pt") as handle:
-            return list(handle.keys())
+        return [name for name, _, _ in header_tensors(path)]
     except Exception as exc:  # safetensors raises its own error types
         raise ValueError(describe_unreadable(path, exc)) from exc
 

@@ -11,11 +11,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from .dtypes import BYTES as DTYPE_BYTES
 from .planner import ModuleInfo
 
-# Header dtypes (safetensors names) -> bytes per element.
-DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2,
-               "U16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "BOOL": 1}
 _NORM = re.compile(r"(^|[._])(norm\d*|ln_\w+|layer_norm\d*|final_layer_norm|.*_norm)$", re.I)
 _EMBED = re.compile(r"(embed|embedding|wte|wpe)", re.I)
 

@@ -15,13 +15,11 @@ from .apply import SplitPlacement, apply_split, check_splittable
 from .host_checks import HostReport, check_host
 from .modules import file_modules, modules_of
 from .planner import DEFAULT_TINY_BYTES, Plan, PlanError, compute_floor, plan_placement
+from .dtypes import WEIGHT_DTYPE_BYTES  # weight_dtype input of the diffusion-model loader -> bytes stored
 from .split import SplitRequest
 from .streaming import TransferChecks
 
 log = logging.getLogger("distorch.placement")
-
-# weight_dtype input of the diffusion-model loader -> bytes per stored element
-WEIGHT_DTYPE_BYTES = {"fp8_e4m3fn": 1, "fp8_e4m3fn_fast": 1, "fp8_e5m2": 1}
 
 
 def tiny_bytes() -> int:

@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass, field
 
 from ..distorch import pipeline
+from ..distorch.dtypes import weight_model_options
 from ..distorch.placement import whole_size
 from .schema import ModeSpec
 
@@ -26,19 +27,6 @@ class LoadedMode:
     vae: object
     size_bytes: int
     warnings: list[str] = field(default_factory=list)
-
-
-def _model_options(weight_dtype: str) -> dict:
-    import torch
-
-    options = {}
-    if weight_dtype in ("fp8_e4m3fn", "fp8_e4m3fn_fast"):
-        options["dtype"] = torch.float8_e4m3fn
-    if weight_dtype == "fp8_e4m3fn_fast":
-        options["fp8_optimizations"] = True
-    if weight_dtype == "fp8_e5m2":
-        options["dtype"] = torch.float8_e5m2
-    return options
 
 
 def _size(*patchers) -> int:
@@ -64,7 +52,7 @@ def load_mode(spec: ModeSpec) -> LoadedMode:
         kind = detect_model(spec.model_file).kind
     except Exception:  # unreadable headers are explained by the load failure below
         pass
-    options = _model_options(spec.weight_dtype)
+    options = weight_model_options(spec.weight_dtype)
     # The same request as DisTorchCheckpointLoader's: the mode's device and allocation for the
     # diffusion model (fraction form: donor cpu), CLIP and VAE where the host would put them.
     parts = [pipeline.part_request("unet", spec.compute_device, f"modes.{spec.name}.compute_device",

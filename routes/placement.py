@@ -13,12 +13,12 @@ import logging
 
 from aiohttp import web
 
+from ..distorch.dtypes import WEIGHT_DTYPES  # the diffusion-model loader's weight_dtype choices
 from .http import BadRequest, guarded, query_number
 
 log = logging.getLogger("distorch.routes.placement")
 
 QUERY_KEYS = ("file", "folder", "compute_device", "virtual_vram_gb", "donor_device", "allocation", "weight_dtype")
-WEIGHT_DTYPES = ("default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2")  # the UNET loader's choices
 MAX_VIRTUAL_VRAM_GB = 1 << 20  # no machine has a PiB to lend; larger is a typo, not a plan
 # folder -> tensor-name prefix of the part that is split
 FOLDERS = {"diffusion_models": "", "unet": "", "checkpoints": "model.diffusion_model.", "text_encoders": "",

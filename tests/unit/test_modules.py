@@ -44,3 +44,13 @@ def test_compute_floor_counts_pinned_modules_and_the_largest_movable_one():
                ModuleInfo("fixed", 3 * MiB, "fixed"), ModuleInfo("a", 10 * MiB), ModuleInfo("b", 20 * MiB)]
     assert compute_floor(modules) == (50 * MiB + 1000 + 3 * MiB, 20 * MiB)
     assert compute_floor([]) == (0, 0)
+
+
+def test_the_modes_tables_agree_with_the_one_dtype_table():
+    """modes/ stays importable on its own (its pure modules are tested as a top-level package), so
+    it keeps its own copies of two tables: they must not drift from distorch/dtypes.py."""
+    from distorch import dtypes
+    from modes import header, schema
+
+    assert schema.WEIGHT_DTYPES == tuple(dtypes.WEIGHT_DTYPES)
+    assert header._DTYPES.items() <= dtypes.TORCH_NAMES.items()
