@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+import jsonschema
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -52,6 +53,7 @@ ORDER = {
         "clip_expert_mode_allocations", "high_precision_loras"],
 }
 TEXT_ENCODERS = ("CLIPLoader", "DualCLIPLoader", "TripleCLIPLoader", "QuadrupleCLIPLoader", "CLIPVisionLoader")
+SCHEMA = json.loads((hostenv.REPO_ROOT / "schemas" / "internal_memory.schema.json").read_text())
 FILES = sorted(path.stem for path in WORKFLOWS.glob("*.json"))
 
 
@@ -104,7 +106,9 @@ def latent_of(comfy, entry: dict) -> torch.Tensor:
 
 
 def memory_models(comfy) -> list[dict]:
-    return comfy.get("/internal/memory")["models"]
+    document = comfy.get("/internal/memory")
+    jsonschema.validate(document, SCHEMA)  # ControlNet and CLIP vision models included
+    return document["models"]
 
 
 @pytest.fixture(scope="module")
