@@ -25,6 +25,7 @@ WORKFLOWS = Path(__file__).parent / "multigpu_workflows"
 CATEGORY = "DisTorch/MultiGPU compatible"
 TEXT_ENCODERS = ("CLIPLoader", "DualCLIPLoader", "TripleCLIPLoader", "QuadrupleCLIPLoader", "CLIPVisionLoader")
 SCHEMA = json.loads((hostenv.REPO_ROOT / "schemas" / "internal_memory.schema.json").read_text())
+MISSING = "cuda:31"  # a saved device no test machine has
 FILES = sorted(path.stem for path in WORKFLOWS.glob("*.json"))
 
 
@@ -90,6 +91,7 @@ def object_info(comfy):
 
 
 def test_each_node_type_has_multigpu_inputs_in_multigpu_order(object_info):
+    here = object_info["DisTorchUNETLoader"]["input"]["required"]["compute_device"][0][1:]
     for node_type, order in ORDER.items():
         info = object_info[node_type]
         assert info["input_order"]["required"] + info["input_order"].get("optional", []) == order, node_type
@@ -98,7 +100,7 @@ def test_each_node_type_has_multigpu_inputs_in_multigpu_order(object_info):
         assert all(len(spec) > 1 and spec[1].get("tooltip") for spec in specs.values()), node_type
         for name in order:
             if name.endswith("device"):
-                assert specs[name][0] == ["cpu"], (node_type, name)  # this machine's devices
+                assert specs[name][0] == here, (node_type, name)  # this machine's devices, no "default"
         if "eject_models" in specs:
             text_encoder = node_type.startswith(TEXT_ENCODERS)
             assert specs["eject_models"][1]["default"] is (not text_encoder), node_type
@@ -187,29 +189,29 @@ NODES = sorted({(node["type"], name) for name in FILES for node in compat_nodes(
 def test_a_saved_device_this_machine_lacks_is_one_error_on_its_input(comfy, object_info, node_type, name):
     workflow = load(name)
     target = device_input(node_type)
-    changed = with_widget(workflow, object_info, lambda node: node["type"] == node_type, target, "cuda:7")
+    changed = with_widget(workflow, object_info, lambda node: node["type"] == node_type, target, MISSING)
     (node,) = [n for n in changed["nodes"] if n["type"] == node_type]
     with pytest.raises(PromptRejected) as caught:
         comfy.queue(outputs_through(to_api(changed, object_info), str(node["id"])))
     error = only_error(caught.value.body, str(node["id"]))
     text = f"{error['message']}: {error['details']}"
     assert error["extra_info"]["input_name"] == target
-    assert "cuda:7" in text and "'cpu'" in text, text  # the saved device and the devices here
+    assert MISSING in text and "'cpu'" in text, text  # the saved device and the devices here
 
 
 def test_a_bad_donor_or_expert_string_is_one_error_on_its_input(comfy, object_info):
     workflow = load("separate_distorch2")
     unet = lambda node: node["type"] == "UNETLoaderDisTorch2MultiGPU"  # noqa: E731
     with pytest.raises(PromptRejected) as caught:
-        comfy.queue(to_api(with_widget(workflow, object_info, unet, "donor_device", "cuda:3"), object_info))
+        comfy.queue(to_api(with_widget(workflow, object_info, unet, "donor_device", MISSING), object_info))
     error = only_error(caught.value.body, "1")
-    assert error["extra_info"]["input_name"] == "donor_device" and "cuda:3" in error["details"]
+    assert error["extra_info"]["input_name"] == "donor_device" and MISSING in error["details"]
     with pytest.raises(PromptRejected) as caught:
         comfy.queue(to_api(with_widget(workflow, object_info, unet, "expert_mode_allocations",
-                                       "cuda:1,2gb;cpu,*"), object_info))
+                                       f"{MISSING},2gb;cpu,*"), object_info))
     error = only_error(caught.value.body, "1")
     assert error["extra_info"]["input_name"] == "expert_mode_allocations"
-    assert "cuda:1" in error["details"] and "cpu" in error["details"], error["details"]
+    assert MISSING in error["details"] and "cpu" in error["details"], error["details"]
 
 
 def test_an_expert_string_that_cannot_hold_the_model_names_the_input(comfy, object_info):
