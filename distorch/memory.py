@@ -104,7 +104,7 @@ class ModelMemory:
     name: str
     model_class: str
     loader: str                    # pack node class, or "core"
-    component: str | None          # "unet", "clip", "vae" for pack models
+    component: str | None          # "unet", "clip", "vae", "controlnet", "clip_vision" for pack models
     compute_device: str
     devices: Mapping[str, int]     # device -> bytes of its weights there
     loaded_bytes: int              # what the host counts as loaded on the compute device

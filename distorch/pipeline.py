@@ -41,6 +41,12 @@ class PartRequest:
     compute: str                   # the device it will run on, as torch names it
     split: SplitRequest | None = None
     split_inputs: tuple | None = None  # (virtual_vram_gb, donor_device, allocation) as given
+    role: str = ""                 # the host's device role when the component does not say it
+                                   # ("compute", "text_encoder", "vae"; e.g. a ControlNet: compute)
+
+    @property
+    def host_role(self) -> str:
+        return self.role or HOST_ROLE[self.component]
 
 
 @dataclass(frozen=True)
@@ -80,34 +86,45 @@ class LoadRequest:
         return self.name or f"{self.loader} '{self.source}'"
 
 
-def compute_name(device, component: str) -> str:
-    """The device a part will run on: the chosen one, else what the host picks for it."""
+def compute_name(device, role: str) -> str:
+    """The device a part will run on: the chosen one, else what the host picks for its role
+    ("compute", "text_encoder", "vae"; component names "unet", "clip" are read as their roles)."""
     if device is not None:
         return str(device)
     import comfy.model_management as mm
 
-    return str({"unet": mm.get_torch_device, "clip": mm.text_encoder_device, "vae": mm.vae_device}[component]())
+    role = HOST_ROLE.get(role, role)
+    return str({"compute": mm.get_torch_device, "text_encoder": mm.text_encoder_device,
+                "vae": mm.vae_device}[role]())
 
 
 def part_request(component: str, device_value, device_input: str = "compute_device",
-                 split: tuple | None = None) -> PartRequest:
+                 split: tuple | None = None, role: str = "") -> PartRequest:
     """Parse one part's inputs; raises ValueError naming the input that holds a bad value.
     ``split`` is (virtual_vram_gb, donor_device, allocation) for parts that can be split."""
     from .. import device_utils
 
     device = device_utils.resolve_device(device_value, device_input)
-    compute = compute_name(device, component)
+    compute = compute_name(device, role or component)
     request = None
     if split is not None:
         virtual_vram_gb, donor_device, allocation = split
         request = split_request(compute, device_utils.available_devices(), virtual_vram_gb, donor_device, allocation)
     return PartRequest(component, device_utils.DEFAULT_DEVICE if device is None else str(device_value), device,
-                       compute, request, split)
+                       compute, request, split, role)
 
 
 def build_request(loader: str, source: str, keep_loaded, parts: Sequence[PartRequest],
                   files: FileCheck | None = None, name: str = "") -> LoadRequest:
     return LoadRequest(loader, source, bool(keep_loaded), {p.component: p for p in parts}, files, name)
+
+
+class SplitFailed(RuntimeError):
+    """A part's split could not be planned or applied; ``component`` says which part."""
+
+    def __init__(self, message: str, component: str):
+        super().__init__(message)
+        self.component = component
 
 
 @dataclass
@@ -150,8 +167,8 @@ class LoadPipeline:
         for part in split_parts:
             try:
                 precheck_files(paths, part.split, self.split_runtime, files.prefix, files.weight_dtype)
-            except PlanError:
-                raise
+            except PlanError as exc:
+                raise SplitFailed(str(exc), part.component) from None
             except Exception as exc:  # an unreadable header: the host's load reports the file itself
                 log.debug("no header precheck for %s: %s", files.names, exc)
 
@@ -164,7 +181,7 @@ class LoadPipeline:
             part = request.part(component) if component else None
             if holder is None or part is None:
                 continue
-            patcher = holder if component == "unet" else getattr(holder, "patcher", None)
+            patcher = holder if hasattr(holder, "attachments") else getattr(holder, "patcher", None)
             if patcher is None:
                 continue
             record(patcher, request, part)
@@ -183,7 +200,7 @@ class LoadPipeline:
         runtime = self.split_runtime
         if runtime.split_blocked(label):  # before a DynamicVRAM copy reads the file again
             return holder
-        is_model = component == "unet"
+        is_model = hasattr(holder, "attachments")  # a MODEL is its patcher; others hold .patcher
         patcher = holder if is_model else holder.patcher
         # The split is planned for the device the model was built for (a default the host chose).
         request = part.split if str(patcher.load_device) == part.split.compute else _retarget(part, patcher)
@@ -206,12 +223,12 @@ class LoadPipeline:
         if failure is not None:
             holder = patcher = loaded = split = None
             gc.collect()
-            raise RuntimeError(failure)
+            raise SplitFailed(failure, component)
         return holder
 
     # -- helpers ---------------------------------------------------------------------------------
     def _override_devices(self, request: LoadRequest) -> dict:
-        chosen = {HOST_ROLE[c]: p.device for c, p in request.parts.items() if p.device is not None}
+        chosen = {p.host_role: p.device for p in request.parts.values() if p.device is not None}
         unet = request.part("unet")
         if unet is not None and unet.device is not None:
             # The host derives the text encoder's and VAE's device from get_torch_device(): pin

@@ -14,7 +14,7 @@ ATTACHMENT_KEY = "distorch.placement"
 @dataclass(frozen=True)
 class ModelPlacement:
     loader: str            # node class that loaded it, e.g. "DisTorchUNETLoader"
-    component: str         # "unet", "clip" or "vae"
+    component: str         # "unet", "clip", "vae", "controlnet" or "clip_vision"
     compute_device: str    # the device it runs on, as torch names it ("cpu", "cuda:0")
     requested_device: str  # what the user chose ("default" or a device name)
     keep_loaded: bool      # survive ComfyUI's / Manager's "unload models"

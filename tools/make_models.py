@@ -14,6 +14,10 @@ Writes (skipping files that already exist):
     loras/distorch-test-lora.safetensors                    rank-4 LoRA on the UNet's attention
     diffusion_models/distorch-test-unet-Q8_0.gguf, -Q4_0.gguf  the UNet quantized as ComfyUI-GGUF's
                                                             tools do it (tools/make_gguf.py)
+    controlnet/distorch-test-controlnet.safetensors         SD1.5-detected ControlNet matching the UNet
+    clip_vision/distorch-test-clip-vision-l.safetensors     ViT-L CLIP vision, detection keys only: it loads
+                                                            (ComfyUI warns of missing keys) but the rest of
+                                                            its weights are uninitialised, not for encoding
 """
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ VAE_FILE = "vae/distorch-test-vae.safetensors"
 CLIP_FILE = "text_encoders/distorch-test-clip-l.safetensors"
 CHECKPOINT_FILE = "checkpoints/distorch-test-sd15.safetensors"
 LORA_FILE = "loras/distorch-test-lora.safetensors"
+CONTROLNET_FILE = "controlnet/distorch-test-controlnet.safetensors"
+CLIP_VISION_FILE = "clip_vision/distorch-test-clip-vision-l.safetensors"
 
 CHECKPOINT_PREFIXES = {
     "unet": "model.diffusion_model.",
@@ -40,6 +46,7 @@ def import_host(comfyui: Path):
     import comfy.cli_args  # parses no arguments when imported outside main.py
 
     comfy.cli_args.args.cpu = True  # never probe for a GPU while only building shapes
+    import comfy.cldm.cldm
     import comfy.ops
     import comfy.sd1_clip
     import comfy.ldm.models.autoencoder
@@ -116,6 +123,36 @@ def build_clip_l(comfy, torch) -> dict:
     return state
 
 
+def build_controlnet(comfy, torch) -> dict:
+    """A ControlNet with the test UNet's shape (SD1.5 detection; the input hint is an RGB image), in
+    the original checkpoint layout (``control_model.`` prefix), every key present."""
+    config = {k: v for k, v in sd15_unet_config(1).items() if k not in ("out_channels", "transformer_depth_output")}
+    with torch.device("meta"):
+        model = comfy.cldm.cldm.ControlNet(**config, hint_channels=3, num_heads=8, num_head_channels=-1,
+                                           operations=comfy.ops.disable_weight_init)
+    state = {"control_model." + k: v for k, v in materialise(model, torch, torch.float16).items()}
+    if comfy.model_detection.model_config_from_unet(state, "control_model.", True) is None:
+        raise RuntimeError("the host does not detect the generated ControlNet")
+    return state
+
+
+def build_clip_vision_header(comfy, torch) -> dict:
+    """The keys ComfyUI's CLIP vision loader detects a ViT-L by (position embedding, first and 23rd
+    layer norm), shaped from the host's own config. A full ViT-L is 300 M parameters; tests only
+    load it, so the other weights are left out (they stay uninitialised: never encode with it)."""
+    import json
+    from pathlib import Path
+
+    config = json.loads((Path(comfy.ops.__file__).parent / "clip_vision_config_vitl.json").read_text())
+    width = config["hidden_size"]
+    positions = (config["image_size"] // config["patch_size"]) ** 2 + 1
+    return {
+        "vision_model.embeddings.position_embedding.weight": torch.zeros(positions, width, dtype=torch.float16),
+        "vision_model.encoder.layers.0.layer_norm1.weight": torch.ones(width, dtype=torch.float16),
+        "vision_model.encoder.layers.22.layer_norm1.weight": torch.ones(width, dtype=torch.float16),
+    }
+
+
 def build_lora(unet_state: dict, torch, rank: int = 4) -> dict:
     """Kohya-format LoRA over every attention projection of the UNet."""
     lora = {}
@@ -166,6 +203,8 @@ def main(argv=None) -> int:
         VAE_FILE: lambda: build_vae(comfy, torch),
         CLIP_FILE: lambda: build_clip_l(comfy, torch),
         LORA_FILE: lambda: build_lora(unet(1), torch),
+        CONTROLNET_FILE: lambda: build_controlnet(comfy, torch),
+        CLIP_VISION_FILE: lambda: build_clip_vision_header(comfy, torch),
     }
     for depth in args.unet_depth:
         if depth != 1:  # depth 1 is the base file

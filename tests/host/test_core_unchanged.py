@@ -4,13 +4,14 @@ import pytest
 import torch
 
 import workflows
+from multigpu_order import ORDER
 from latents import saved_image, saved_latent
 
 pytestmark = pytest.mark.host
 
 PACK_NODES = {"DisTorchUNETLoader", "DisTorchCLIPLoader", "DisTorchDualCLIPLoader",
               "DisTorchVAELoader", "DisTorchCheckpointLoader", "DisTorchModeSwitch",
-              "DisTorchPlaceModel", "DisTorchPlaceCLIP", "DisTorchPlaceVAE"}
+              "DisTorchPlaceModel", "DisTorchPlaceCLIP", "DisTorchPlaceVAE", *ORDER}
 
 
 def test_core_workflow_output_identical_with_and_without_pack(comfy, comfy_core):
