@@ -4,6 +4,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 import hostenv
 
 
@@ -66,3 +68,20 @@ def test_bench_lora_ram_quick_prints_the_peak_ratio():
     assert set(rows) == {"RSS before the load", "peak RSS, load + forward", "peak RSS, whole process"}, out
     assert all(ratio > 0 for ratio in rows.values()), out
     assert re.search(r"^# per-forward LoRA patches: split [1-9]\d*, lowvram \d+; outputs finite: True$", out, re.M), out
+
+
+def test_bench_gguf_quick_prints_the_byte_and_step_ratios():
+    if hostenv.comfyui_gguf_dir() is None:
+        pytest.skip("ComfyUI-GGUF not found (looked in: " + ", ".join(map(str, hostenv.comfyui_gguf_candidates()))
+                    + "); set COMFYUI_GGUF_PATH to a checkout of city96/ComfyUI-GGUF")
+    out = run_quick("bench_gguf.py")
+    ratios = {(m.group(1), m.group(2)): float(m.group(3)) for m in re.finditer(
+        r"^bytes ratio (Q8_0|Q4_0) / fp16, (same allocation|same layers) ([\d.]+)$", out, re.M)}
+    assert len(ratios) == 4 and all(0 < ratio < 1 for ratio in ratios.values()), out
+    # Offloaded GGUF layers cross quantized: the same layers move about 34/64 (Q8_0) and 18/64 (Q4_0)
+    # of their fp16 bytes.
+    assert ratios[("Q4_0", "same layers")] < ratios[("Q8_0", "same layers")] < 0.75, out
+    assert re.search(r"^#   fp16: counted == plan;", out, re.M), out
+    steps = dict(re.findall(r"^(Q8_0|Q4_0)\s+[\d.]+\s+[\d.]+\s+([\d.]+)\s", out, re.M))
+    assert set(steps) == {"Q8_0", "Q4_0"} and all(float(v) > 0 for v in steps.values()), out
+    assert "no bytes cross a link here" in out, out
