@@ -116,10 +116,15 @@ def make_loader(node_name: str):
     return Loader
 
 
+# The node classes (definitions, built once like the other loader classes; registered only beside
+# ComfyUI-GGUF). The MultiGPU-compatible GGUF nodes load through them too.
+GGUF_LOADER_CLASSES = {name: make_loader(name) for name in GGUF_LOADERS}
+
+
 def gguf_nodes() -> tuple[dict, dict]:
     """(class mappings, display names) of the GGUF loaders, empty where ComfyUI-GGUF is absent."""
     if not comfyui_gguf_installed():
         log.info("comfyui-distorch: ComfyUI-GGUF is not installed, so the DisTorch GGUF loaders are not "
                  "registered (install ComfyUI-GGUF to split .gguf models)")
         return {}, {}
-    return {name: make_loader(name) for name in GGUF_LOADERS}, dict(DISPLAY_NAMES)
+    return dict(GGUF_LOADER_CLASSES), dict(DISPLAY_NAMES)

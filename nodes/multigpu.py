@@ -74,7 +74,13 @@ COMPAT_NODES: tuple[CompatNode, ...] = (
                "unet_device", title="Checkpoint Loader Advanced"),
     CompatNode("CheckpointLoaderAdvancedDisTorch2MultiGPU", "CheckpointLoaderSimple", "placed", ADVANCED_DISTORCH2,
                "unet_compute_device", title="Checkpoint Loader Advanced DisTorch2"),
+    # ComfyUI-GGUF's loaders (registered only beside ComfyUI-GGUF; its node classes come first)
+    *_row("UnetLoaderGGUF", "UnetLoaderGGUF", "gguf", "Unet Loader (GGUF)"),
+    *_row("CLIPLoaderGGUF", "CLIPLoaderGGUF", "gguf", "CLIPLoader (GGUF)", clip=True),
+    *_row("DualCLIPLoaderGGUF", "DualCLIPLoaderGGUF", "gguf", "DualCLIPLoader (GGUF)", clip=True),
 )
+GGUF_CORES = {"UnetLoaderGGUF": "DisTorchUnetLoaderGGUF", "CLIPLoaderGGUF": "DisTorchCLIPLoaderGGUF",
+              "DualCLIPLoaderGGUF": "DisTorchDualCLIPLoaderGGUF"}  # ComfyUI-GGUF's node -> our GGUF loader
 COMPAT_NAMES = tuple(row.name for row in COMPAT_NODES)
 
 
@@ -145,7 +151,10 @@ def device_spec(tooltip: str, default: str | None = None):
 def _copy_core_inputs(core: str) -> dict:
     """The core node's INPUT_TYPES, copied, every input with a tooltip."""
     copied = {}
-    for section, inputs in core_class(core).INPUT_TYPES().items():
+    cls = core_class(core)
+    if cls is None:  # ComfyUI-GGUF's node, where its import failed: the node says so when it runs
+        return {"required": {}}
+    for section, inputs in cls.INPUT_TYPES().items():
         if section not in ("required", "optional"):
             continue
         copied[section] = {}
@@ -298,7 +307,15 @@ def _placed(node, row, core, place):
     return node.run_loader(PLACED_LOADS[row.name], {"keep_loaded": place.keep_loaded, **inputs})
 
 
-PIPELINES = {"unet": _unet, "clip": _clip, "dual_clip": _dual_clip, "vae": _vae, "checkpoint": _checkpoint,
+def _gguf(node, row, core, place):
+    from .gguf import GGUF_LOADER_CLASSES
+
+    loader = honour_keep_loaded(GGUF_LOADER_CLASSES[GGUF_CORES[row.core]])
+    return node.run_loader(loader, {**core, "compute_device": place.device, "keep_loaded": place.keep_loaded,
+                                    **place.split()})
+
+
+PIPELINES = {"gguf": _gguf, "unet": _unet, "clip": _clip, "dual_clip": _dual_clip, "vae": _vae, "checkpoint": _checkpoint,
              "checkpoint_advanced": _checkpoint_advanced, "placed": _placed}
 
 
@@ -464,9 +481,15 @@ def compat_nodes() -> tuple[dict, dict]:
         log.info("ComfyUI-MultiGPU is installed (%s): its node types stay its own; comfyui-distorch registers "
                  "none of its %d MultiGPU-compatible nodes", found, len(COMPAT_NODES))
         return {}, {}
+    from .gguf import comfyui_gguf_installed
+
     classes, titles = {}, {}
+    gguf = comfyui_gguf_installed()
     for row in COMPAT_NODES:
-        if core_class(row.core) is None:
+        if row.pipeline == "gguf":
+            if not gguf:  # ComfyUI-GGUF may load after this pack: its folder decides
+                continue
+        elif core_class(row.core) is None:
             continue
         classes[row.name] = make_node(row)
         titles[row.name] = row.title + TITLE_SUFFIX

@@ -94,3 +94,42 @@ def test_every_gguf_loader_has_a_help_page_naming_its_inputs(comfy_gguf):
         assert status == 200, f"web/docs/{name}.md is missing"
         inputs = [i for section in info[name]["input"].values() for i in section]
         assert [i for i in inputs if f"`{i}`" not in body.decode()] == []
+
+
+GGUF_COMPAT = {  # ComfyUI-MultiGPU's GGUF node types -> the widgets after ComfyUI-GGUF's own
+    "UnetLoaderGGUFMultiGPU": ["device"],
+    "UnetLoaderGGUFDisTorch2MultiGPU": ["compute_device", "virtual_vram_gb", "donor_device",
+                                        "expert_mode_allocations", "eject_models"],
+    "CLIPLoaderGGUFMultiGPU": ["device"],
+    "CLIPLoaderGGUFDisTorch2MultiGPU": ["device", "virtual_vram_gb", "donor_device", "expert_mode_allocations",
+                                        "eject_models"],
+    "DualCLIPLoaderGGUFMultiGPU": ["device"],
+    "DualCLIPLoaderGGUFDisTorch2MultiGPU": ["device", "virtual_vram_gb", "donor_device", "expert_mode_allocations",
+                                            "eject_models"],
+}
+
+
+def test_comfyui_multigpus_gguf_node_types_take_their_saved_order(comfy_gguf):
+    info = comfy_gguf.object_info()
+    for name, own in GGUF_COMPAT.items():
+        upstream = info[name.replace("DisTorch2MultiGPU", "").replace("MultiGPU", "")]
+        order = info[name]["input_order"]
+        theirs = upstream["input_order"]["required"]
+        assert order["required"] == theirs, name
+        assert [i for i in order.get("optional", []) if i not in upstream["input_order"].get("optional", [])] == own
+        assert info[name]["category"] == "DisTorch/MultiGPU compatible"
+
+
+def test_a_saved_gguf_distorch2_node_splits_with_the_same_result(gguf_split_host):
+    host = gguf_split_host
+    plain = saved_latent(host, host.run(graph({"class_type": "UnetLoaderGGUF", "inputs": {"unet_name": UNET}},
+                                              "gguf-compat-plain")))
+    node = {"class_type": "UnetLoaderGGUFDisTorch2MultiGPU", "inputs": {
+        "unet_name": UNET, "compute_device": "cpu", "virtual_vram_gb": 0.012, "donor_device": "cpu",
+        "expert_mode_allocations": "", "eject_models": True}}
+    log_start = len(host.log_text())
+    split = saved_latent(host, host.run(graph(node, "gguf-compat-split")))
+    assert "cpu (donor)" in host.log_text()[log_start:]
+    assert (split == plain).all()
+    models = {m["loader"]: m for m in host.get("/internal/memory")["models"]}
+    assert models["UnetLoaderGGUFDisTorch2MultiGPU"]["flagged"], "eject_models on = flagged"
