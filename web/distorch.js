@@ -7,6 +7,8 @@ import { buildPanel, renderMemory } from "./memory_panel.js";
 import { LOADER_CLASSES, attachAllocationPreview, labelDeviceWidgets, redrawGraph } from "./node_widgets.js";
 import { throttle } from "./throttle.js";
 import { pushStoredBudget, retentionSettings } from "./retention_settings.js";
+import { CONVERT_LABEL, convertMultiGPUNodes } from "./convert_multigpu.js";
+import { FIX_LABEL, offerDeviceFix, offerDeviceFixAfterLoad } from "./fix_devices.js";
 
 const TAB_ID = "distorch-memory";
 const SETTING_ENABLED = "DisTorch.MemoryPanel.Enabled";
@@ -95,5 +97,30 @@ app.registerExtension({
     if (!LOADER_CLASSES.has(node.comfyClass)) return;
     labelDeviceWidgets(node);
     attachAllocationPreview(node);
+  },
+});
+
+// Workflow actions: canvas menu entries (and the same as commands, which keybindings can use), and
+// the missing-device check after a workflow is loaded.
+function reportFailure(action) {
+  return (error) => {
+    console.error(`DisTorch: ${action} failed:`, error);
+    app.extensionManager?.toast?.add({ severity: "error", summary: "DisTorch", detail: `${action} failed: ${error.message}` });
+  };
+}
+const runConvert = () => convertMultiGPUNodes().catch(reportFailure(CONVERT_LABEL));
+const runDeviceFix = () => offerDeviceFix().catch(reportFailure(FIX_LABEL));
+
+app.registerExtension({
+  name: "comfyui-distorch.workflow-actions",
+  commands: [
+    { id: "DisTorch.ConvertMultiGPUNodes", label: CONVERT_LABEL, icon: "pi pi-sync", function: runConvert },
+    { id: "DisTorch.MoveToDevicesThisMachineHas", label: FIX_LABEL, icon: "pi pi-server", function: runDeviceFix },
+  ],
+  getCanvasMenuItems() {
+    return [null, { content: CONVERT_LABEL, callback: runConvert }, { content: FIX_LABEL, callback: runDeviceFix }];
+  },
+  afterConfigureGraph() {
+    offerDeviceFixAfterLoad();
   },
 });
