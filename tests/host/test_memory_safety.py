@@ -134,7 +134,7 @@ def test_the_retention_budget_evicts_least_recently_used_and_reports_it(clean):
         assert "over the retention budget (1 models" in evicted["reason"]
         assert "retention budget: released" in host.log_text()
         status, body = host.request("POST", "/distorch/retention", {"max_models": -1})
-        assert status == 400 and "max_models must be a whole number from 0 to 1000" in body["error"]
+        assert status == 400 and "'max_models' must be an integer from 0 to 1000, got -1" in body["error"]
         status, body = host.request("POST", "/distorch/retention", {"ram_percent": "lots"})
         assert status == 400 and "'ram_percent' must be int or float" in body["error"]
     finally:

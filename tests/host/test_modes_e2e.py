@@ -506,8 +506,13 @@ def test_reload_while_a_switch_loads_keeps_the_modes_consistent(comfy_modes, mod
     assert sorted(e["mode"] for e in cache["modes"]) == cached_in_listing, (
         f"the cache holds {[(e['mode'], e['fingerprint']) for e in cache['modes']]} but the listing says "
         f"{cached_in_listing} are cached: an entry for a setup no longer in force")
-    # The next switch loads the setup in force (fp8), not the one the racing load cached.
+    # The next switch loads the setup in force (fp8), not the one the racing load cached. (On a busy
+    # machine the reload may land before the switch node reads the mode: the first load was then
+    # the fp8 setup already, the listing says it is cached, and the switch reuses it.)
     status, body = comfy_modes.request("POST", "/distorch/modes/switch", {"mode": x})
-    assert status == 202 and body["cached"] is False, body
-    assert comfy_modes.wait(body["prompt_id"])["status"]["status_str"] == "success"
+    if x in cached_in_listing:
+        assert status == 200 and body["cached"] is True, body
+    else:
+        assert status == 202 and body["cached"] is False, body
+        assert comfy_modes.wait(body["prompt_id"])["status"]["status_str"] == "success"
     assert next(m for m in comfy_modes.get("/distorch/modes")["modes"] if m["name"] == x)["cached"] is True
