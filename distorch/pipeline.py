@@ -152,6 +152,19 @@ class LoadPipeline:
             loaded = self._run_host_load(request, host_load)
         return self.place(request, loaded, outputs)
 
+    def refuse_unsplittable(self, request: LoadRequest) -> None:
+        """Before anything loads: a text encoder split on a GPU under DynamicVRAM (its loader
+        cannot be swapped for a plain copy) is refused with what to do."""
+        for part in request.parts.values():
+            if part.split is None or part.host_role != "text_encoder" or part.compute == "cpu":
+                continue
+            import comfy.model_patcher as model_patcher
+
+            from . import dynamic_vram
+
+            if dynamic_vram.host_uses_dynamic_vram(model_patcher):
+                raise RuntimeError(dynamic_vram.MESSAGE)
+
     def plan(self, request: LoadRequest) -> None:
         """Refuse an allocation that cannot hold the model, from the file's header, before loading."""
         files = request.files

@@ -11,7 +11,7 @@ import os
 import sys
 
 from ..distorch import pipeline
-from .loaders import add_split_inputs, device_input, keep_loaded_input, validate_split, with_tooltips
+from .loaders import add_split_inputs, device_input, keep_loaded_input, validate_allocation, with_tooltips
 
 log = logging.getLogger("distorch.gguf")
 CATEGORY = "DisTorch/loaders (GGUF)"
@@ -97,8 +97,8 @@ def make_loader(node_name: str):
             return add_split_inputs(inputs)
 
         @classmethod
-        def VALIDATE_INPUTS(cls, compute_device, virtual_vram_gb=0.0, donor_device="cpu", allocation=""):
-            return validate_split(compute_device, role, virtual_vram_gb, donor_device, allocation)
+        def VALIDATE_INPUTS(cls, allocation=""):
+            return validate_allocation(allocation)
 
         def load_distorch(self, compute_device, keep_loaded, virtual_vram_gb=0.0, donor_device="cpu",
                           allocation="", **core_inputs):

@@ -67,22 +67,19 @@ def add_split_inputs(inputs: dict) -> dict:
     return inputs
 
 
-def validate_split(compute_device, role: str, virtual_vram_gb, donor_device, allocation):
-    """VALIDATE_INPUTS helper for compute_device and the split inputs: True, or the message shown on
-    the node (a bad device name is a DeviceNameError, a ValueError, so it is reported here too)."""
+def validate_allocation(value, input_name: str = "allocation"):
+    """VALIDATE_INPUTS helper for the allocation string: its grammar and device names, True or the
+    message shown on that input. It is the only input a DisTorch node validates itself: ComfyUI
+    reports a VALIDATE_INPUTS failure on every input the function takes, so devices (dropdowns)
+    and virtual_vram_gb (a bounded number) are left to ComfyUI's own checks, which report one
+    error on the input that holds the bad value. What depends on the compute device (its share in
+    the allocation) is checked when the node runs, before anything loads."""
+    from ..distorch.allocation import parse_allocation
+
     try:
-        part = pipeline.part_request(role, compute_device, "compute_device",
-                                     (virtual_vram_gb, donor_device, allocation))
+        parse_allocation(value, device_utils.available_devices(), input_name)
     except ValueError as exc:
         return str(exc)
-    if part.split is not None and role == "clip" and part.compute != "cpu":
-        # A text encoder under DynamicVRAM cannot be swapped for a plain copy: say so before loading.
-        import comfy.model_patcher as model_patcher
-
-        from ..distorch import dynamic_vram
-
-        if dynamic_vram.host_uses_dynamic_vram(model_patcher):
-            return dynamic_vram.MESSAGE
     return True
 
 
@@ -117,15 +114,6 @@ def with_tooltips(core_inputs: dict, drop: tuple[str, ...] = ()) -> dict:
     return result
 
 
-def validate_device_value(value, input_name: str):
-    """VALIDATE_INPUTS helper: True, or the message the UI shows on the node."""
-    try:
-        device_utils.resolve_device(value, input_name)
-    except device_utils.DeviceNameError as exc:
-        return str(exc)
-    return True
-
-
 class DisTorchUNETLoader(core_nodes.UNETLoader):
     CATEGORY = CATEGORY
     FUNCTION = "load_distorch"
@@ -141,8 +129,8 @@ class DisTorchUNETLoader(core_nodes.UNETLoader):
         return add_split_inputs(inputs)
 
     @classmethod
-    def VALIDATE_INPUTS(cls, compute_device, virtual_vram_gb=0.0, donor_device="cpu", allocation=""):
-        return validate_split(compute_device, "unet", virtual_vram_gb, donor_device, allocation)
+    def VALIDATE_INPUTS(cls, allocation=""):
+        return validate_allocation(allocation)
 
     def load_distorch(self, unet_name, weight_dtype, compute_device, keep_loaded, virtual_vram_gb=0.0,
                       donor_device="cpu", allocation=""):
@@ -170,8 +158,8 @@ class DisTorchCLIPLoader(core_nodes.CLIPLoader):
         return add_split_inputs(inputs)
 
     @classmethod
-    def VALIDATE_INPUTS(cls, compute_device, virtual_vram_gb=0.0, donor_device="cpu", allocation=""):
-        return validate_split(compute_device, "clip", virtual_vram_gb, donor_device, allocation)
+    def VALIDATE_INPUTS(cls, allocation=""):
+        return validate_allocation(allocation)
 
     def load_distorch(self, clip_name, type, compute_device, keep_loaded, virtual_vram_gb=0.0,
                       donor_device="cpu", allocation=""):
@@ -197,8 +185,8 @@ class DisTorchDualCLIPLoader(core_nodes.DualCLIPLoader):
         return add_split_inputs(inputs)
 
     @classmethod
-    def VALIDATE_INPUTS(cls, compute_device, virtual_vram_gb=0.0, donor_device="cpu", allocation=""):
-        return validate_split(compute_device, "clip", virtual_vram_gb, donor_device, allocation)
+    def VALIDATE_INPUTS(cls, allocation=""):
+        return validate_allocation(allocation)
 
     def load_distorch(self, clip_name1, clip_name2, type, compute_device, keep_loaded, virtual_vram_gb=0.0,
                       donor_device="cpu", allocation=""):
@@ -222,10 +210,6 @@ class DisTorchVAELoader(core_nodes.VAELoader):
             "Device that runs this VAE. 'default' = the device ComfyUI would choose.")
         inputs["required"]["keep_loaded"] = keep_loaded_input()
         return inputs
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, compute_device):
-        return validate_device_value(compute_device, "compute_device")
 
     def load_distorch(self, vae_name, compute_device, keep_loaded):
         request = pipeline.build_request(self.__class__.__name__, vae_name, keep_loaded,
@@ -258,14 +242,8 @@ class DisTorchCheckpointLoader(core_nodes.CheckpointLoaderSimple):
         return inputs
 
     @classmethod
-    def VALIDATE_INPUTS(cls, compute_device, clip_device, vae_device, virtual_vram_gb=0.0, donor_device="cpu",
-                        allocation=""):
-        for value, name in ((compute_device, "compute_device"), (clip_device, "clip_device"),
-                            (vae_device, "vae_device")):
-            verdict = validate_device_value(value, name)
-            if verdict is not True:
-                return verdict
-        return validate_split(compute_device, "unet", virtual_vram_gb, donor_device, allocation)
+    def VALIDATE_INPUTS(cls, allocation=""):
+        return validate_allocation(allocation)
 
     def load_distorch(self, ckpt_name, compute_device, clip_device, vae_device, keep_loaded, virtual_vram_gb=0.0,
                       donor_device="cpu", allocation=""):

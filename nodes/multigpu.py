@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import folder_paths
 
 from .. import device_utils
-from ..distorch.allocation import parse_allocation
 from ..distorch import pipeline
 from . import loaders
 from .keep_loaded import honour_keep_loaded
@@ -420,13 +419,8 @@ class MultiGPUCompatNode:
 
 
 def validate_expert(value, input_name: str = "expert_mode_allocations"):
-    """VALIDATE_INPUTS helper: the allocation string's grammar and device names (what depends on the
-    compute device is checked when the node runs)."""
-    try:
-        parse_allocation(value, device_utils.available_devices(), input_name)
-    except ValueError as exc:
-        return str(exc)
-    return True
+    """VALIDATE_INPUTS helper: the DisTorch loaders' allocation check, under this node's input name."""
+    return loaders.validate_allocation(value, input_name)
 
 
 def _validate_expert_mode_allocations(cls, expert_mode_allocations=""):

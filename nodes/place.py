@@ -15,7 +15,7 @@ import logging
 import torch
 
 from ..distorch import pipeline
-from .loaders import add_split_inputs, device_input, validate_split
+from .loaders import add_split_inputs, device_input, validate_allocation
 
 log = logging.getLogger("distorch.place")
 CATEGORY = "DisTorch/place"
@@ -61,8 +61,8 @@ class DisTorchPlaceModel:
             "keep_loaded": _keep_input()}})
 
     @classmethod
-    def VALIDATE_INPUTS(cls, compute_device, virtual_vram_gb=0.0, donor_device="cpu", allocation=""):
-        return validate_split(compute_device, "unet", virtual_vram_gb, donor_device, allocation)
+    def VALIDATE_INPUTS(cls, allocation=""):
+        return validate_allocation(allocation)
 
     def place(self, model, compute_device, keep_loaded, virtual_vram_gb=0.0, donor_device="cpu", allocation=""):
         part = pipeline.part_request("unet", compute_device, split=(virtual_vram_gb, donor_device, allocation))
@@ -90,8 +90,8 @@ class DisTorchPlaceCLIP:
             "keep_loaded": _keep_input()}})
 
     @classmethod
-    def VALIDATE_INPUTS(cls, compute_device, virtual_vram_gb=0.0, donor_device="cpu", allocation=""):
-        return validate_split(compute_device, "clip", virtual_vram_gb, donor_device, allocation)
+    def VALIDATE_INPUTS(cls, allocation=""):
+        return validate_allocation(allocation)
 
     def place(self, clip, compute_device, keep_loaded, virtual_vram_gb=0.0, donor_device="cpu", allocation=""):
         part = pipeline.part_request("clip", compute_device, split=(virtual_vram_gb, donor_device, allocation))
@@ -116,10 +116,6 @@ class DisTorchPlaceVAE:
             "vae": ("VAE", {"tooltip": "The VAE, from any loader."}),
             "compute_device": device_input("Device that runs this VAE. 'default' = where its loader put it."),
             "keep_loaded": _keep_input()}}
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, compute_device):
-        return validate_split(compute_device, "vae", 0.0, "cpu", "")
 
     def place(self, vae, compute_device, keep_loaded):
         part = pipeline.part_request("vae", compute_device)

@@ -66,4 +66,4 @@ def test_a_device_this_machine_lacks_is_refused_on_the_place_node(host):
     status, body = host.request("POST", "/prompt", {"prompt": txt2img(graph, ("11", 0), ("12", 0), ("13", 0), "bad")})
     assert status == 400
     errors = body["node_errors"]["11"]["errors"]
-    assert len(errors) == 1 and "cuda:7" in errors[0]["details"] and "not present" in errors[0]["details"], errors
+    assert len(errors) == 1 and "compute_device: 'cuda:7' not in ['default', 'cpu']" in errors[0]["details"], errors

@@ -118,13 +118,14 @@ def test_over_budget_allocation_fails_before_loading_anything(comfy):
 @pytest.mark.parametrize("inputs, words", [
     ({"allocation": "cuda:3,2gb;cpu,*"}, ["allocation", "cuda:3", "Devices here: cpu"]),
     ({"allocation": "cpu,2xb"}, ["allocation", "unknown unit 'xb'", "at character 5"]),
-    ({"virtual_vram_gb": -1.0}, ["virtual_vram_gb", "-1.0", "0 (no split)"]),
-    ({"virtual_vram_gb": 1.0, "donor_device": "cuda:0"}, ["donor_device", "cuda:0", "Devices here: cpu"]),
+    ({"virtual_vram_gb": -1.0}, ["virtual_vram_gb", "-1.0", "smaller than min of 0.0"]),
+    ({"virtual_vram_gb": 1.0, "donor_device": "cuda:0"}, ["donor_device", "cuda:0", "not in ['cpu']"]),
 ])
 def test_bad_split_inputs_are_refused_when_queued(comfy, inputs, words):
     with pytest.raises(PromptRejected) as rejected:
         comfy.queue(unet_graph("bad", **{**SPLIT, **inputs}))
     errors = rejected.value.body["node_errors"]["1"]["errors"]
+    assert len(errors) == 1 and errors[0]["extra_info"]["input_name"] == words[0], errors  # one, on that input
     text = json.dumps(errors)
     for word in words:
         assert word in text, text
