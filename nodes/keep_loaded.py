@@ -92,6 +92,8 @@ def honour_keep_loaded(cls):
         return cls
 
     signature = inspect.signature(original)
+    defaults = {name: p.default for name, p in signature.parameters.items()
+                if p.default is not inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 
     @functools.wraps(original)
     def load(self, *args, **inputs):
@@ -103,7 +105,9 @@ def honour_keep_loaded(cls):
         keep = bool(inputs.get("keep_loaded", False))
         if control is None:  # memory control is off: the flag is only recorded
             return original(self, **inputs)
-        key = retention_key(type(self).__name__, inputs)
+        # Optional inputs left out (an API prompt from a saved workflow) and sent with their
+        # defaults (the UI) are the same load.
+        key = retention_key(type(self).__name__, {**defaults, **inputs})
         held = control.retained_outputs(key, owner if keep else None)
         if held is not None:
             _set_keep_loaded(held, keep)

@@ -153,9 +153,11 @@ def add_routes(routes) -> None:
             after = await reporter.report(fresh=True)
             result["after"] = _summary(after)
             after_used = result["after"]["devices"]
-            result["freed"] = {device: used - after_used.get(device, used)
+            # What went down, never negative: memory that grew meanwhile (another prompt, the
+            # allocator) is in "before" and "after", not in "freed".
+            result["freed"] = {device: max(0, used - after_used.get(device, used))
                                for device, used in result["before"]["devices"].items()}
-            result["freed"]["process_rss"] = before["ram"]["process_rss"] - after["ram"]["process_rss"]
+            result["freed"]["process_rss"] = max(0, before["ram"]["process_rss"] - after["ram"]["process_rss"])
             result["last_unload"] = control.last_unload
         else:
             result["message"] = ("the prompt worker acts between prompts: the unload runs when the "

@@ -182,3 +182,31 @@ def test_disable_smart_memory_unloads_after_each_prompt_and_reuses_kept_models_f
     assert again["state"] == "retained"
     status, body = host.request("POST", "/distorch/retention", {"max_models": 1})
     assert status == 409 and "DISTORCH_RETAIN_MAX_MODELS" in body["error"]
+
+
+def test_optional_inputs_left_out_or_sent_with_defaults_are_one_load(clean):
+    """An API prompt from a saved workflow lacks the optional split inputs; the UI sends their
+    defaults. Both are the same load: the kept model is reused, not read again."""
+    host = clean
+    without = loaders()
+    for name in ("virtual_vram_gb", "donor_device", "allocation"):
+        without["1"]["inputs"].pop(name, None)
+    host.run(workflows.separate_txt2img(without, prefix="api-form"))
+    first = {m["name"]: m for m in memory(host)["models"]}[workflows.UNET]
+    status, _ = host.request("POST", "/distorch/free", {"free_memory": True})  # node cache reset
+    assert status == 200
+    with_defaults = loaders(virtual_vram_gb=0.0, donor_device="cpu", allocation="")
+    log_start = len(host.log_text())
+    host.run(workflows.separate_txt2img(with_defaults, prefix="ui-form"))
+    assert "DisTorchUNETLoader: reusing the loaded model (keep_loaded), no file read" in host.log_text()[log_start:]
+    unets = [m for m in memory(host)["models"] if m["name"] == workflows.UNET]
+    assert len(unets) == 1 and unets[0]["loaded_at"] == first["loaded_at"]
+
+
+def test_freed_bytes_are_never_negative(clean):
+    host = clean
+    host.run(workflows.separate_txt2img(loaders(unet_keep=False), prefix="freed"))
+    status, body = host.request("POST", "/distorch/free", {})
+    assert status == 200 and body["status"] == "done", body
+    assert body["before"] and body["after"]
+    assert all(value >= 0 for value in body["freed"].values()), body["freed"]
