@@ -253,8 +253,9 @@ def watch_free_requests(queue, control: "MemoryControl") -> str | None:
     def get_flags(*args, **kwargs):
         flags = current(*args, **kwargs)
         try:
+            taken = kwargs.get("reset", args[0] if args else True)  # a peek (reset=False) starts no flow
             # The worker's own test (main.py): free_memory implies unload_models unless it is given.
-            if isinstance(flags, dict) and flags.get("unload_models", flags.get("free_memory", False)):
+            if taken and isinstance(flags, dict) and flags.get("unload_models", flags.get("free_memory", False)):
                 control.arm_free_flow()
         except Exception as exc:  # never break the host's worker loop
             log.warning("comfyui-distorch: reading the queue's unload flags failed: %s", exc)

@@ -236,7 +236,10 @@ def test_an_oom_unload_keeps_the_hosts_meaning(mm, control, make_model, caplog):
 
 def test_flags_without_an_unload_do_not_arm_the_rule(mm, control, make_model, queue):
     kept = make_model("kept.safetensors", keep_loaded=True)
+    queue.set_flag("unload_models", True)
+    queue.get_flags(reset=False)  # another extension peeks at the flags: no flow starts
     queue.set_flag("something_else", True)
+    queue.flags.pop("unload_models")
     queue.get_flags()  # the worker read flags, but no unload follows
     mm.unload_all_models()  # e.g. a later OOM: host meaning, so the kept model comes off
     assert loaded(mm) == [] and control.last_unload["mode"] == "host"
