@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
 DEFAULT_MAX_MODELS = 6
@@ -193,7 +193,3 @@ class RetainedModels:
     def __len__(self) -> int:
         with self._lock:
             return len(self._entries)
-
-
-def total_bytes(items: Iterable[Retained]) -> int:
-    return sum(item.size_bytes for item in items)

@@ -11,7 +11,7 @@ import os
 import sys
 
 from ..distorch import pipeline
-from .loaders import add_split_inputs, device_input, keep_loaded_input, validate_allocation, with_tooltips
+from .loaders import validate_allocation, with_pack_inputs, with_tooltips
 
 log = logging.getLogger("distorch.gguf")
 CATEGORY = "DisTorch/loaders (GGUF)"
@@ -90,11 +90,7 @@ def make_loader(node_name: str):
                 inputs = with_tooltips(upstream(upstream_name).INPUT_TYPES())
             except RuntimeError:
                 inputs = {"required": {}}
-            inputs.setdefault("required", {})
-            inputs["required"]["compute_device"] = device_input(
-                "Device that runs this model. 'default' = the device ComfyUI would choose.")
-            inputs["required"]["keep_loaded"] = keep_loaded_input()
-            return add_split_inputs(inputs)
+            return with_pack_inputs(inputs, "this model")
 
         @classmethod
         def VALIDATE_INPUTS(cls, allocation=""):

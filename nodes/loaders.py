@@ -89,6 +89,16 @@ def check_split_host():
     return pipeline.default_pipeline().split_runtime.host_report()
 
 
+def with_pack_inputs(inputs: dict, runs: str, split: bool = True) -> dict:
+    """A loader's inputs plus the pack's own: compute_device (the device that runs ``runs``),
+    keep_loaded and, where the model can be split, the optional split inputs."""
+    inputs.setdefault("required", {})
+    inputs["required"]["compute_device"] = device_input(
+        f"Device that runs {runs}. 'default' = the device ComfyUI would choose.")
+    inputs["required"]["keep_loaded"] = keep_loaded_input()
+    return add_split_inputs(inputs) if split else inputs
+
+
 def device_input(tooltip: str):
     return (device_utils.device_choices(), {"default": device_utils.DEFAULT_DEVICE, "tooltip": tooltip})
 
@@ -123,10 +133,7 @@ class DisTorchUNETLoader(core_nodes.UNETLoader):
     @classmethod
     def INPUT_TYPES(cls):
         inputs = with_tooltips(core_nodes.UNETLoader.INPUT_TYPES())
-        inputs["required"]["compute_device"] = device_input(
-            "Device that runs this model. 'default' = the device ComfyUI would choose.")
-        inputs["required"]["keep_loaded"] = keep_loaded_input()
-        return add_split_inputs(inputs)
+        return with_pack_inputs(inputs, "this model")
 
     @classmethod
     def VALIDATE_INPUTS(cls, allocation=""):
@@ -152,10 +159,7 @@ class DisTorchCLIPLoader(core_nodes.CLIPLoader):
     def INPUT_TYPES(cls):
         # The core's optional 'device' (default/cpu) is replaced by compute_device.
         inputs = with_tooltips(core_nodes.CLIPLoader.INPUT_TYPES(), drop=("device",))
-        inputs["required"]["compute_device"] = device_input(
-            "Device that runs this text encoder. 'default' = the device ComfyUI would choose.")
-        inputs["required"]["keep_loaded"] = keep_loaded_input()
-        return add_split_inputs(inputs)
+        return with_pack_inputs(inputs, "this text encoder")
 
     @classmethod
     def VALIDATE_INPUTS(cls, allocation=""):
@@ -179,10 +183,7 @@ class DisTorchDualCLIPLoader(core_nodes.DualCLIPLoader):
     @classmethod
     def INPUT_TYPES(cls):
         inputs = with_tooltips(core_nodes.DualCLIPLoader.INPUT_TYPES(), drop=("device",))
-        inputs["required"]["compute_device"] = device_input(
-            "Device that runs these text encoders. 'default' = the device ComfyUI would choose.")
-        inputs["required"]["keep_loaded"] = keep_loaded_input()
-        return add_split_inputs(inputs)
+        return with_pack_inputs(inputs, "these text encoders")
 
     @classmethod
     def VALIDATE_INPUTS(cls, allocation=""):
@@ -206,10 +207,7 @@ class DisTorchVAELoader(core_nodes.VAELoader):
     @classmethod
     def INPUT_TYPES(cls):
         inputs = with_tooltips(core_nodes.VAELoader.INPUT_TYPES())
-        inputs["required"]["compute_device"] = device_input(
-            "Device that runs this VAE. 'default' = the device ComfyUI would choose.")
-        inputs["required"]["keep_loaded"] = keep_loaded_input()
-        return inputs
+        return with_pack_inputs(inputs, "this VAE", split=False)
 
     def load_distorch(self, vae_name, compute_device, keep_loaded):
         request = pipeline.build_request(self.__class__.__name__, vae_name, keep_loaded,
