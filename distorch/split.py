@@ -116,3 +116,46 @@ def _donor(donor_device: str, available: list[str], compute: str) -> str:
     except DeviceNameError as exc:
         raise AllocationError(str(exc)) from None
     return donor_slot(device, compute)
+
+
+def requested_bytes(request: SplitRequest, model_bytes: int) -> dict[str, int]:
+    """What the user asked each planner slot to hold, before the planner's margins and whole
+    layers: the shares as written, a '*' being what the others leave."""
+    return {slot: min(model_bytes, held)
+            for slot, held in request.allocation.budgets(model_bytes, request.compute, request.donor).items()}
+
+
+def share_explanation(compute: str, requested: int, kept: int, model_bytes: int, budget: int, reserve: int,
+                      pinned: int, in_flight: int = 1) -> str:
+    """Why the compute device keeps a share other than the one requested, in words, or "" when
+    they agree to the percent. ``budget`` is what the planner allowed the compute device (the
+    request capped by its free memory), ``reserve`` the room kept free there for offloaded
+    layers, ``pinned`` what must stay there whatever the split."""
+    if model_bytes <= 0:
+        return ""
+
+    def percent(size: int) -> int:
+        return round(100 * size / model_bytes)
+
+    asked, held = percent(requested), percent(kept)
+    if asked == held:
+        return ""
+    head = f"{asked}% requested on {compute}, {held}% kept"
+    if kept > requested:
+        if pinned > requested:
+            return (f"{head}: embeddings, norms and small modules ({percent(pinned)}%) always stay on "
+                    f"the compute device")
+        return f"{head}: the donors take at most what they were given, and layers move whole"
+    capped = max(0, requested - budget)
+    room_kept = max(0, min(reserve, min(requested, budget) - kept))
+    reasons = []
+    capped_pct, reserve_pct = percent(capped), percent(room_kept)
+    if capped_pct:
+        reasons.append(f"{capped_pct}% more than {compute} has free after ComfyUI's reserve")
+    if reserve_pct:
+        at_once = "one at a time" if in_flight <= 1 else f"up to {in_flight} at once"
+        reasons.append(f"{reserve_pct}% reserved to run the offloaded layers ({at_once})")
+    whole_pct = asked - held - capped_pct - reserve_pct
+    if whole_pct > 0:
+        reasons.append(f"{whole_pct}% because layers move whole (the next one did not fit)")
+    return f"{head}: " + ", ".join(reasons) if reasons else head

@@ -16,7 +16,7 @@ from .host_checks import HostReport, check_host
 from .modules import file_modules, modules_of
 from .planner import DEFAULT_TINY_BYTES, Plan, PlanError, compute_floor, plan_placement
 from .dtypes import WEIGHT_DTYPE_BYTES  # weight_dtype input of the diffusion-model loader -> bytes stored
-from .split import SplitRequest
+from .split import SplitRequest, requested_bytes, share_explanation
 from .streaming import TransferChecks
 
 log = logging.getLogger("distorch.placement")
@@ -129,6 +129,17 @@ def plan_for(modules, request: SplitRequest, room: int | None, transfers: Transf
                         f"({total / 2**20:.1f} MiB): {exc}{hint}") from None
 
 
+def explain_plan(modules, request: SplitRequest, room: int | None, plan: Plan) -> str:
+    """Why ``plan`` gives the compute device another share than ``request`` asked (see
+    ``share_explanation``), or ""."""
+    total = sum(m.bytes for m in modules)
+    in_flight = layers_in_flight(request.compute)
+    budgets = plan_budgets(modules, request, room, in_flight)
+    return share_explanation(request.compute, requested_bytes(request, total).get(request.compute, 0),
+                             plan.device_bytes.get(request.compute, 0), total, budgets[request.compute],
+                             plan.reserve_bytes, compute_floor(modules, tiny_bytes())[0], in_flight)
+
+
 def precheck_files(paths: list[str], request: SplitRequest, runtime: SplitRuntime, prefix: str = "",
                    weight_dtype: str = "default") -> Plan:
     """Plan from the files' headers (no weights read): refuse an impossible allocation before
@@ -153,8 +164,9 @@ def split_loaded_model(patcher, request: SplitRequest, label: str, runtime: Spli
     room = compute_room(request.compute, bytes_on(patcher.model, request.compute))
     plan = plan_for(modules, request, room, runtime.transfers)
     total = sum(m.bytes for m in modules)
-    log.info("%s: placement of %.1f MiB over %s (allocation '%s'):\n%s", label, total / 2**20,
-             ", ".join(plan.device_bytes), request.describe(), plan.table())
+    why = explain_plan(modules, request, room, plan)
+    log.info("%s: placement of %.1f MiB over %s (allocation '%s')%s:\n%s", label, total / 2**20,
+             ", ".join(plan.device_bytes), request.describe(), f"; {why}" if why else "", plan.table())
     split = SplitPlacement.from_plan(plan, request.describe())
     if not split.offloaded:
         return SplitResult(patcher, plan)

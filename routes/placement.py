@@ -36,8 +36,8 @@ def plan_response(query) -> dict:
     from ..distorch.gguf_tables import GGUFError, GGUFUnavailable, read_table
     from ..distorch.modules import header_tensors, modules_from_tensors
     from ..distorch.planner import Plan
-    from ..distorch.split import split_request, slot_device
-    from ..distorch.split_model import WEIGHT_DTYPE_BYTES, compute_room, plan_budgets, plan_for
+    from ..distorch.split import requested_bytes, split_request, slot_device
+    from ..distorch.split_model import WEIGHT_DTYPE_BYTES, compute_room, explain_plan, plan_budgets, plan_for
 
     unknown = sorted(set(query) - set(QUERY_KEYS))
     if unknown:
@@ -100,10 +100,14 @@ def plan_response(query) -> dict:
         if request is None:
             plan = Plan(compute, {m.name: compute for m in modules}, {compute: sum(m.bytes for m in modules)})
             described, budgets = "", {compute: plan.device_bytes[compute]}
+            requested, why = dict(budgets), ""
         else:
-            plan = plan_for(modules, request, compute_room(compute))
+            room = compute_room(compute)
+            plan = plan_for(modules, request, room)
             described = request.describe()
-            budgets = plan_budgets(modules, request, compute_room(compute))
+            budgets = plan_budgets(modules, request, room)
+            requested = requested_bytes(request, sum(m.bytes for m in modules))
+            why = explain_plan(modules, request, room, plan)
     except ValueError as exc:  # device names, allocation grammar, plan errors, unreadable header
         raise BadRequest(str(exc)) from None
     total = sum(m.bytes for m in modules) or 1
@@ -113,6 +117,8 @@ def plan_response(query) -> dict:
         "format": "gguf" if is_gguf else "safetensors", "model_bytes": total,
         "bytes_note": GGUF_NOTE if is_gguf else SAFETENSORS_NOTE,
         "budgets": budgets,
+        # what the user asked each slot to hold, and why the compute device's share differs
+        "requested": requested, "why": why,
         "devices": [{"slot": slot, "device": slot_device(slot), "bytes": held,
                      "modules": len(plan.modules_on(slot)), "share": held / total}
                     for slot, held in plan.device_bytes.items()],

@@ -106,7 +106,7 @@ async function refreshPreview(node) {
   } else {
     const body = await response.json().catch(() => ({}));
     node.distorchPreview = response.ok
-      ? { text: `split: ${describePlan(body)}`, error: false }
+      ? { text: `split: ${describePlan(body)}${body.why ? `\n${body.why}` : ""}`, error: false }
       : { text: body.error ?? `GET /distorch/plan answered ${response.status}`, error: true };
   }
   showPreviewElement(node);
@@ -125,7 +125,7 @@ function addPreviewElement(node) {
   if (typeof node.addDOMWidget !== "function") return;
   const element = document.createElement("div");
   element.className = "distorch-split-preview";
-  element.style.cssText = "font: 12px sans-serif; white-space: normal; padding: 2px 4px;";
+  element.style.cssText = "font: 12px sans-serif; white-space: pre-line; padding: 2px 4px;";
   const preview = node.addDOMWidget(PREVIEW_WIDGET, "distorch-preview", element,
     { serialize: false, hideOnZoom: false, getValue: () => undefined, setValue: () => {} });
   if (preview) preview.serialize = false; // display only: not in the prompt nor the saved workflow
@@ -147,20 +147,22 @@ function drawPreview(node, ctx) {
   ctx.font = "12px sans-serif";
   ctx.fillStyle = preview.error ? PREVIEW_COLOURS.error : PREVIEW_COLOURS.ok;
   const width = Math.max(120, node.size[0]);
-  const words = preview.text.split(" ");
-  let line = "";
   let y = node.size[1] + 16;
-  for (const word of words) {
-    const next = line ? `${line} ${word}` : word;
-    if (ctx.measureText(next).width > width && line) {
-      ctx.fillText(line, 0, y);
-      line = word;
-      y += 14;
-    } else {
-      line = next;
+  for (const paragraph of preview.text.split("\n")) { // the split, then why it differs from the request
+    let line = "";
+    for (const word of paragraph.split(" ")) {
+      const next = line ? `${line} ${word}` : word;
+      if (ctx.measureText(next).width > width && line) {
+        ctx.fillText(line, 0, y);
+        line = word;
+        y += 14;
+      } else {
+        line = next;
+      }
     }
+    if (line) ctx.fillText(line, 0, y);
+    y += 14;
   }
-  if (line) ctx.fillText(line, 0, y);
   ctx.restore();
 }
 

@@ -146,6 +146,17 @@ def test_plan_route_previews_a_split_from_the_header(comfy):
     ckpt = comfy.get("/distorch/plan?" + urllib.parse.urlencode(
         {"file": workflows.CHECKPOINT, "folder": "checkpoints", "allocation": "cpu,*"}))
     assert ckpt["model_bytes"] == plan["model_bytes"]  # the checkpoint's diffusion model only
+    assert plan["requested"]["cpu (donor)"] == int(0.015 * 2**30) and "why" in plan
+
+
+def test_plan_route_says_why_the_compute_share_differs_from_the_request(comfy):
+    plan = comfy.get("/distorch/plan?" + urllib.parse.urlencode(
+        {"file": workflows.UNET, "compute_device": "cpu", "allocation": "0.8", "donor_device": "cpu"}))
+    kept = {d["slot"]: d["share"] for d in plan["devices"]}["cpu"]
+    assert plan["requested"]["cpu"] == round(0.8 * plan["model_bytes"])
+    # the share kept is below the 80 % asked, and the answer says by how much and why
+    assert kept < 0.79 and plan["why"].startswith(f"80% requested on cpu, {round(100 * kept)}% kept: "), plan
+    assert "reserved to run the offloaded layers" in plan["why"]
 
 
 @pytest.mark.parametrize("query, words", [
