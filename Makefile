@@ -1,16 +1,31 @@
 # Two commands do all the set-up on a fresh machine (Python 3.10+ and network to PyPI needed):
-#   make run   - environment + ComfyUI host + demo models, then ComfyUI with the pack on :8188
+#   make run   - environment + ComfyUI host + demo models, then ComfyUI with the pack on :8188 (--cpu)
 #   make test  - the same set-up, then the whole test suite (what CI runs)
+# Each set-up step prints a line with its size and time, or one line when it is cached.
+#
+# Two environments under ~/.cache/comfyui-distorch (tools/hostenv.py chooses, tools/bootstrap.py builds):
+#   venv      torch as tools/requirements-host.txt pins it, from PyPI (CUDA on Linux, ~6.5 GB):
+#             make test / unit / bench / docs, make run ARGS=--gpu, make run DISTORCH_TORCH=cuda
+#   venv-cpu  the same pins with torch's CPU build (https://download.pytorch.org/whl/cpu, or
+#             DISTORCH_TORCH_INDEX), ~2 GB: make run. Not built when venv exists (make run reuses it)
+#             unless DISTORCH_TORCH=cpu; where the CPU index cannot be reached, make run says so and
+#             takes venv instead.
 PYTHON ?= python3
-VENV_PYTHON = $(shell $(PYTHON) -c "import sys; sys.path.insert(0, 'tools'); import hostenv; print(hostenv.venv_python())")
+VENV_PYTHON = $(shell $(PYTHON) tools/hostenv.py python)
+RUN_GPU = $(filter --gpu,$(ARGS))
+# Expanded when run's recipe starts, after run-setup: the environment set-up really made ready.
+RUN_PYTHON = $(shell $(PYTHON) tools/hostenv.py python --run $(RUN_GPU))
 
-.PHONY: setup run test unit bench docs clean-run
+.PHONY: setup run-setup run test unit bench docs clean-run
 
 setup:
 	$(PYTHON) tools/bootstrap.py
 
-run: setup
-	$(VENV_PYTHON) tools/run_host.py $(ARGS)
+run-setup:
+	$(PYTHON) tools/bootstrap.py --run $(RUN_GPU)
+
+run: run-setup
+	$(RUN_PYTHON) tools/run_host.py $(ARGS)
 
 test: setup
 	$(VENV_PYTHON) -m pytest $(PYTEST_ARGS)

@@ -3,9 +3,22 @@
 Everything here is derived from environment variables with defaults under
 ``~/.cache/comfyui-distorch`` so that a clean clone (CI) reuses what an earlier run built.
 Standard library only: this runs before the virtual environment exists.
+
+Two virtual environments, the same requirements with a different torch build:
+
+- ``venv`` (FULL): torch as tools/requirements-host.txt pins it, from PyPI (the CUDA build on
+  Linux). ``make test`` / ``unit`` / ``bench`` / ``docs`` and ``make run ARGS=--gpu`` use it;
+  it is what CI tests.
+- ``venv-cpu`` (CPU): the same pins, torch and torchvision from PyTorch's CPU index (a third
+  of the size). ``make run`` (which starts ComfyUI with ``--cpu``) uses it, see
+  :func:`wanted_run_environment`.
+
+The Makefile asks this module which python to run (``python3 tools/hostenv.py python [--run
+[--gpu]]``), and tools/bootstrap.py builds what the same functions choose.
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import sys
@@ -22,12 +35,96 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DISTORCH_CACHE", Path.home() / ".cache" / "comfyui-distorch"))
 
 
+FULL = "full"
+CPU = "cpu"
+# DISTORCH_TORCH: which torch build `make run` gets. "cuda" = PyPI's default build (the full
+# environment), "cpu" = the CPU build even when the full environment exists; unset = choose.
+TORCH_CHOICES = ("", "cpu", "cuda")
+DEFAULT_CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+# The pins that decide the torch build; both come from this index for the CPU environment.
+TORCH_PACKAGES = ("torch", "torchvision")
+# The digest an environment was installed for, alone on its line: the format older checkouts
+# sharing the cache read too.
+STAMP_NAME = ".distorch-requirements"
+
+
 def venv_dir() -> Path:
+    """The full environment (tests, CI, ``make run ARGS=--gpu``)."""
     return Path(os.environ.get("DISTORCH_VENV", cache_dir() / "venv"))
 
 
+def cpu_venv_dir() -> Path:
+    """The CPU-only demo environment of ``make run``."""
+    return Path(os.environ.get("DISTORCH_CPU_VENV", cache_dir() / "venv-cpu"))
+
+
+def environment_dir(kind: str) -> Path:
+    return cpu_venv_dir() if kind == CPU else venv_dir()
+
+
+def python_in(venv: Path) -> Path:
+    return venv / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+
+
 def venv_python() -> Path:
-    return venv_dir() / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+    """The full environment's python (what the tests run in)."""
+    return python_in(venv_dir())
+
+
+def torch_choice() -> str:
+    choice = os.environ.get("DISTORCH_TORCH", "").strip().lower()
+    if choice not in TORCH_CHOICES:
+        raise SystemExit(f"DISTORCH_TORCH={choice!r} is not a torch build: use cpu or cuda, or leave it unset")
+    return choice
+
+
+def cpu_torch_index() -> str:
+    return os.environ.get("DISTORCH_TORCH_INDEX", DEFAULT_CPU_TORCH_INDEX).rstrip("/")
+
+
+def wanted_run_environment(*, gpu: bool, torch: str, full_exists: bool, cpu_ready: bool) -> str:
+    """The environment ``make run`` asks for: FULL for ``--gpu`` or DISTORCH_TORCH=cuda; else CPU,
+    except that a full environment already built (``make test`` was run) is reused rather than a
+    second one built, unless DISTORCH_TORCH=cpu or the CPU one is already there."""
+    if gpu or torch == "cuda":
+        return FULL
+    if cpu_ready or torch == "cpu" or not full_exists:
+        return CPU
+    return FULL
+
+
+def run_environment(*, gpu: bool, torch: str, full_exists: bool, cpu_ready: bool) -> str:
+    """The environment ``make run`` runs in once set-up is done: the wanted one, or FULL where the
+    CPU one could not be built (bootstrap falls back to FULL when the CPU index is unreachable)."""
+    wanted = wanted_run_environment(gpu=gpu, torch=torch, full_exists=full_exists, cpu_ready=cpu_ready)
+    return CPU if wanted == CPU and cpu_ready else FULL
+
+
+def read_stamp(venv: Path) -> str:
+    """The digest ``venv`` was installed for ("" when never finished)."""
+    try:
+        return (venv / STAMP_NAME).read_text().strip()
+    except OSError:
+        return ""
+
+
+def environment_digest(kind: str) -> str:
+    """Changes when the environment must be re-installed: the requirement files, and for the CPU
+    environment also the index its torch comes from."""
+    if kind == FULL:
+        return requirements_digest()
+    return hashlib.sha256(f"{requirements_digest()} {cpu_torch_index()}".encode()).hexdigest()[:16]
+
+
+def environment_ready(kind: str) -> bool:
+    venv = environment_dir(kind)
+    return python_in(venv).exists() and read_stamp(venv) == environment_digest(kind)
+
+
+def run_python(gpu: bool) -> Path:
+    kind = run_environment(gpu=gpu, torch=torch_choice(), full_exists=python_in(venv_dir()).exists(),
+                           cpu_ready=environment_ready(CPU))
+    return python_in(environment_dir(kind))
 
 
 def comfyui_dir() -> Path:
@@ -67,3 +164,17 @@ def requirements_digest() -> str:
             digest.update(name.encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Print the python the Makefile runs.")
+    parser.add_argument("what", choices=["python"])
+    parser.add_argument("--run", action="store_true", help="the python of `make run` (else: of the tests)")
+    parser.add_argument("--gpu", action="store_true", help="`make run ARGS=--gpu`")
+    args = parser.parse_args(argv)
+    print(run_python(args.gpu) if args.run else venv_python())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
