@@ -4,8 +4,9 @@ Priorities rank prompts urgent > high > normal > low; within a rank, first come 
 They are expressed as the host's own queue ``number`` (its queue is a heap on it), so ComfyUI's
 queue, ``GET /queue`` and the frontend show the real order.
 
-Mode affinity: when the next prompt needs another mode than the one loaded and a later prompt of
-the same rank uses the loaded mode, that later prompt may run first, provided no prompt it passes
+Mode affinity: when the next prompt needs a mode that is not loaded and a later prompt of the
+same rank uses a loaded one (with the modes cache holding one mode: the mode loaded now), that
+later prompt may run first, provided no prompt it passes
 has already been passed ``max_passes`` times. It passes only prompts of its rank that name a mode
 and were not queued with ``front``; a prompt without a mode, or with ``front``, is never passed
 and never jumps. So a prompt is passed at most ``max_passes`` times, and once that many it runs
@@ -14,7 +15,7 @@ when it reaches the head of its rank, as without affinity.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Collection, Sequence
 
 RANKS = ("urgent", "high", "normal", "low")
 NORMAL = RANKS.index("normal")
@@ -65,19 +66,19 @@ class Pending:
         return self.mode is not None and not self.front
 
 
-def next_to_run(pending: Sequence[Pending], loaded_mode: str | None, max_passes: int) -> int:
+def next_to_run(pending: Sequence[Pending], loaded: Collection[str], max_passes: int) -> int:
     """Index in ``pending`` (queue order) of the prompt to run next: 0, or a later prompt of the
-    head's rank that uses ``loaded_mode`` when the head needs a switch (see the module doc)."""
-    if not pending or max_passes <= 0 or loaded_mode is None:
+    head's rank whose mode is ``loaded`` when the head's is not (see the module doc)."""
+    if not pending or max_passes <= 0 or not loaded:
         return 0
     head = pending[0]
-    if not head.movable or head.mode == loaded_mode:
+    if not head.movable or head.mode in loaded:
         return 0
     for index in range(1, len(pending)):
         candidate = pending[index]
         if candidate.rank != head.rank or not candidate.movable:
             return 0
-        if candidate.mode == loaded_mode:
+        if candidate.mode in loaded:
             passed_over = pending[:index]
             return index if all(p.passed < max_passes for p in passed_over) else 0
     return 0

@@ -231,6 +231,11 @@ class ModesService:
             send_event({"event": "warning", "mode": name, "warnings": loaded.warnings})
         return spec, loaded, False
 
+    def cached_modes(self) -> list[str]:
+        """Names of the modes whose models are loaded (in the cache) now: switching to one of them
+        reads nothing from disk."""
+        return [entry["mode"] for entry in self.cache.stats()["modes"]]
+
     def is_cached(self, name: str) -> bool:
         spec = self.spec(name)
         return spec is not None and spec.fingerprint() in self.cache.keys()

@@ -11,7 +11,7 @@ import logging
 log = logging.getLogger("distorch.routes")
 
 # capability module names under routes/, registered in this order
-CAPABILITIES: tuple[str, ...] = ("memory", "placement", "modes", "retention")
+CAPABILITIES: tuple[str, ...] = ("memory", "placement", "modes", "retention", "queue")
 
 
 def host_server():

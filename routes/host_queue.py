@@ -50,7 +50,7 @@ def host_prompt_handler(server):
 
 async def queue_prompt(request: web.Request, prompt: dict, *, client_id: str | None = None,
                        extra_data: dict | None = None, front: bool | None = None,
-                       number: float | None = None) -> dict:
+                       number: float | None = None, priority: str | None = None) -> dict:
     """Queue ``prompt`` as ``POST /prompt`` would; returns the host's answer (``prompt_id``,
     ``number``, ``node_errors``). Raises BadRequest with the host's status and node errors when it
     refuses the prompt."""
@@ -60,7 +60,8 @@ async def queue_prompt(request: web.Request, prompt: dict, *, client_id: str | N
         raise BadRequest("this ComfyUI has no POST /prompt handler on PromptServer.routes for the pack to "
                          "queue through; build the workflow yourself and send it to POST /prompt", status=503)
     body: dict = {"prompt": prompt}
-    for key, value in (("client_id", client_id), ("extra_data", extra_data), ("front", front), ("number", number)):
+    for key, value in (("client_id", client_id), ("extra_data", extra_data), ("front", front), ("number", number),
+                       ("priority", priority)):
         if value is not None:
             body[key] = value
     response = await handler(PromptRequest(request, body))

@@ -59,7 +59,7 @@ def preload_prompt(mode: str) -> dict:
 
 
 GENERATE_KEYS = {"mode", "prompt", "negative", "size", "steps", "guidance", "seed", "wait", "timeout",
-                 "client_id", "extra_data", "front", "number"}
+                 "client_id", "extra_data", "front", "number", "priority"}
 GENERATE_EXAMPLE = '{"mode": "NAME", "prompt": "a red cube", "seed": 42}'
 SIZE = re.compile(r"\s*([0-9]{1,6})\s*[xX]\s*([0-9]{1,6})\s*")
 MAX_WAIT_SECONDS = 3600
@@ -82,6 +82,19 @@ class GenerateRequest:
     extra_data: dict | None = None
     front: bool | None = None
     number: float | None = None
+    priority: str | None = None
+
+
+def _priority(body: dict) -> str | None:
+    """The body's ``priority`` checked (one of the queue's ranks), or None."""
+    from ..distorch.scheduler import RANKS, PriorityError, parse_priority
+
+    if body.get("priority") is None:
+        return None
+    try:
+        return RANKS[parse_priority(body["priority"])]
+    except PriorityError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def parse_generate(body: dict) -> GenerateRequest:
@@ -106,7 +119,8 @@ def parse_generate(body: dict) -> GenerateRequest:
         wait=expect_type(body, "wait", bool, False),
         timeout=float(expect_number(body, "timeout", 0, MAX_WAIT_SECONDS, 600)),
         client_id=expect_type(body, "client_id", str), extra_data=expect_type(body, "extra_data", dict),
-        front=expect_type(body, "front", bool), number=expect_number(body, "number", -1e15, 1e15))
+        front=expect_type(body, "front", bool), number=expect_number(body, "number", -1e15, 1e15),
+        priority=_priority(body))
 
 
 def generate_prompt(mode: str, spec, request: GenerateRequest) -> tuple[dict, int]:
@@ -127,6 +141,22 @@ def generate_prompt(mode: str, spec, request: GenerateRequest) -> tuple[dict, in
         "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": f"distorch-{mode}"}},
     }
     return prompt, seed
+
+
+def _prompts_before(prompt_id: str) -> int | None:
+    """How many prompts run before ``prompt_id``: the running ones, and the queued ones the
+    scheduler takes first (priorities and mode affinity, as things stand). None where the queue
+    is not the pack's to read."""
+    from ..distorch.queue_control import queue_control
+
+    control = queue_control(getattr(host_server(), "prompt_queue", None))
+    if control is None:
+        return None
+    report = control.report()
+    if any(run["prompt_id"] == prompt_id for run in report["running"]):
+        return 0  # the worker took it already
+    ahead = control.position_of(prompt_id)
+    return None if ahead is None else ahead + len(report["running"])
 
 
 async def _wait_for(prompt_id: str, timeout: float) -> dict | None:
@@ -161,7 +191,8 @@ def add_routes(routes) -> None:
     @guarded("POST /distorch/modes/switch")
     async def switch_mode(request):
         body = await json_body(request, allow_empty=False, example='{"mode": "NAME"}')
-        reject_unknown(body, ("mode",))
+        reject_unknown(body, ("mode", "priority"))
+        priority = _priority(body)
         mode = expect_type(body, "mode", str)
         if mode is None:
             raise BadRequest("the body needs 'mode': the name of a mode from GET /distorch/modes")
@@ -170,8 +201,13 @@ def add_routes(routes) -> None:
             raise BadRequest(service.unknown_mode_message(mode), status=404)
         if service.is_cached(mode):
             return web.json_response({"mode": mode, "cached": True, "prompt_id": None})
-        queued = await queue_prompt(request, preload_prompt(mode))
-        return web.json_response({"mode": mode, "cached": False, "prompt_id": queued["prompt_id"]}, status=202)
+        queued = await queue_prompt(request, preload_prompt(mode), priority=priority)
+        ahead = _prompts_before(queued["prompt_id"])
+        answer = {"mode": mode, "cached": False, "prompt_id": queued["prompt_id"], "runs_after": ahead}
+        if ahead is not None:
+            answer["message"] = (f"Mode switch queued. Will switch after {ahead} pending prompt(s)" if ahead
+                                 else "Mode switch queued. It runs next")
+        return web.json_response(answer, status=202)
 
     @routes.get("/distorch/models")
     @guarded("GET /distorch/models")
@@ -193,7 +229,7 @@ def add_routes(routes) -> None:
             raise BadRequest(service.unknown_mode_message(str(mode)), status=404)
         prompt, seed = generate_prompt(mode, spec, asked)
         queued = await queue_prompt(request, prompt, client_id=asked.client_id, extra_data=asked.extra_data,
-                                    front=asked.front, number=asked.number)
+                                    front=asked.front, number=asked.number, priority=asked.priority)
         prompt_id = queued["prompt_id"]
         if not asked.wait:
             return web.json_response({"prompt_id": prompt_id, "mode": mode, "seed": seed})

@@ -5,6 +5,8 @@
 - ``DisTorchTestPurge`` calls ``unload_all_models()`` as other packs' "purge VRAM" nodes do.
 - ``DisTorchTestBreakUnload`` makes the next unload of its MODEL's loaded entry raise once (a
   driver error while moving weights), to check that a failed unload stays accounted.
+- ``DisTorchTestGate`` waits until a file exists (at most two minutes): a prompt that holds the
+  worker while a test queues others behind it. Its ``tag`` makes each prompt distinct.
 - ``DisTorchTestOtherLoader`` is "another pack's loader": it builds a diffusion model with the host's
   own ``comfy.sd.load_diffusion_model``, for the place nodes.
 Installed only into test hosts' custom_nodes/; never shipped.
@@ -82,5 +84,26 @@ class OtherLoader:
         return (comfy.sd.load_diffusion_model(folder_paths.get_full_path("diffusion_models", unet_name)),)
 
 
-NODE_CLASS_MAPPINGS = {"DisTorchTestOtherLoader": OtherLoader, "DisTorchTestRaiseOOM": RaiseOOM, "DisTorchTestBreakUnload": BreakUnload,
+class Gate:
+    CATEGORY = "DisTorch/tests"
+    RETURN_TYPES = ()
+    FUNCTION = "wait"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"gate": ("STRING", {"default": ""}), "tag": ("STRING", {"default": ""})},
+                "optional": {"mode": ("STRING", {"forceInput": True})}}
+
+    def wait(self, gate, tag, mode=None):
+        import os
+        import time
+
+        deadline = time.monotonic() + 120
+        while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return {"ui": {"text": [tag]}}
+
+
+NODE_CLASS_MAPPINGS = {"DisTorchTestGate": Gate, "DisTorchTestOtherLoader": OtherLoader, "DisTorchTestRaiseOOM": RaiseOOM, "DisTorchTestBreakUnload": BreakUnload,
                        "DisTorchTestPurge": Purge}

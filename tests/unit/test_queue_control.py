@@ -1,0 +1,102 @@
+"""distorch/queue_control.py on ComfyUI's real PromptQueue (in-process): priorities become queue
+numbers through the on_prompt handler, affinity reorders just before the worker pops, and every
+wrapper comes off again."""
+import threading
+
+import pytest
+
+from distorch.queue_control import QueueControl, affinity_from_environment, prompt_mode, queue_control
+
+
+class _Server:
+    """What PromptQueue and the on_prompt handler use of ComfyUI's PromptServer."""
+
+    def __init__(self):
+        self.number = 10
+
+    def queue_updated(self):
+        pass
+
+
+@pytest.fixture
+def queue(mm):
+    import execution
+
+    return execution.PromptQueue(_Server())
+
+
+def item(number, prompt_id, mode=None):
+    prompt = {"1": {"class_type": "DisTorchModeSwitch", "inputs": {"mode": mode}}} if mode else {}
+    return (number, prompt_id, prompt, {}, [], {})
+
+
+def test_a_priority_becomes_the_hosts_queue_number_and_normal_keeps_the_hosts():
+    server, control = _Server(), QueueControl()
+    assert "number" not in control.number_prompt(server, {"prompt": {}})
+    assert "number" not in control.number_prompt(server, {"prompt": {}, "priority": "normal", "front": True})
+    urgent = control.number_prompt(server, {"prompt": {}, "priority": "urgent"})["number"]
+    high = control.number_prompt(server, {"prompt": {}, "extra_data": {"priority": "high"}})["number"]
+    low = control.number_prompt(server, {"prompt": {}, "priority": "low"})["number"]
+    high_front = control.number_prompt(server, {"prompt": {}, "priority": "high", "front": True})["number"]
+    assert urgent < high_front < high < -14 < 13 < low  # -14: the host's front number, 13: its next
+    assert server.number == 14  # each prompt the pack numbered took one of the host's counter
+    assert control.number_prompt(server, {"prompt": {}, "priority": "low", "number": 5})["number"] == 5
+
+
+def test_install_wraps_only_this_queue_and_uninstall_restores_it(mm, queue):
+    import execution
+
+    other = execution.PromptQueue(_Server())
+    control = QueueControl()
+    assert control.install(queue) is None and queue_control(queue) is control
+    assert queue_control(other) is None and execution.PromptQueue.get.__name__ == "get"
+    assert {"get", "put", "task_done", "delete_queue_item", "wipe_queue"} <= set(vars(queue))
+    assert control.uninstall(queue)
+    assert not {"get", "put", "task_done", "delete_queue_item", "wipe_queue"} & set(vars(queue))
+    assert queue.get.__func__ is execution.PromptQueue.get and queue_control(queue) is None
+    assert not control.uninstall(queue)
+
+
+def test_the_worker_takes_a_prompt_of_the_loaded_mode_first_and_the_queue_shows_it(mm, queue):
+    control = QueueControl(loaded_modes=lambda: {"b"}, max_passes=1)
+    control.install(queue)
+    for entry in (item(1, "p1", "a"), item(2, "p2", "b"), item(3, "p3", None)):
+        queue.put(entry)
+    taken, task = queue.get(timeout=1)
+    assert taken[1] == "p2" and taken[0] == 1  # it took the head's number
+    assert [(n, i) for n, i, *_ in sorted(queue.queue)] == [(2, "p1"), (3, "p3")]
+    assert control.report()["queue"][0] == {"prompt_id": "p1", "priority": "normal", "mode": "a", "front": False,
+                                             "passed": 1, "number": 2}
+    queue.put(item(4, "p4", "b"))
+    assert queue.get(timeout=1)[0][1] == "p1"  # passed once already: not again
+    queue.task_done(task, {}, None)
+    assert control.report()["completed"] == 1 and control.report()["affinity"]["run_early"] == 1
+    control.uninstall(queue)
+
+
+def test_get_still_waits_for_a_prompt_and_times_out_as_the_hosts_does(mm, queue):
+    control = QueueControl(loaded_modes=lambda: {"b"})
+    control.install(queue)
+    assert queue.get(timeout=0.05) is None
+    threading.Timer(0.1, queue.put, [item(1, "late", "a")]).start()
+    assert queue.get(timeout=5)[0][1] == "late"
+    control.uninstall(queue)
+
+
+def test_a_prompts_mode_is_the_one_mode_its_switch_nodes_name():
+    switch = lambda mode: {"class_type": "DisTorchModeSwitch", "inputs": {"mode": mode}}
+    assert prompt_mode({"1": switch("a"), "2": switch("a")}) == "a"
+    assert prompt_mode({"1": switch("a"), "2": switch("b")}) is None
+    assert prompt_mode({"1": switch(["9", 0])}) is None  # a link: not known before it runs
+    assert prompt_mode({"1": {"class_type": "KSampler", "inputs": {}}}) is None
+
+
+@pytest.mark.parametrize("raw, expected", [("", None), ("0", 0), (" 3 ", 3)])
+def test_the_affinity_variable(raw, expected):
+    assert affinity_from_environment({"DISTORCH_MODE_AFFINITY": raw}) == expected
+
+
+@pytest.mark.parametrize("raw", ["-1", "two", "101", "1.5"])
+def test_a_bad_affinity_variable_names_itself_and_the_range(raw):
+    with pytest.raises(ValueError, match=r"DISTORCH_MODE_AFFINITY=.*whole number from 0 \(affinity off\) to 100"):
+        affinity_from_environment({"DISTORCH_MODE_AFFINITY": raw})
