@@ -17,9 +17,10 @@ import workflows
 
 pytestmark = pytest.mark.host
 
-GET_ROUTES = ("/internal/memory", "/distorch/plan", "/distorch/modes", "/distorch/models", "/distorch/retention")
+GET_ROUTES = ("/internal/memory", "/distorch/plan", "/distorch/modes", "/distorch/models", "/distorch/retention",
+              "/distorch/queue")
 POST_ROUTES = ("/distorch/free", "/distorch/modes/reload", "/distorch/modes/switch", "/distorch/generate",
-               "/distorch/retention")
+               "/distorch/retention", "/distorch/queue/affinity")
 PREFIXES = ("", "/api")
 SCHEMA = json.loads((hostenv.REPO_ROOT / "schemas" / "internal_memory.schema.json").read_text())
 
@@ -84,6 +85,13 @@ FIELD_GARBAGE = [
     ("/distorch/retention", {"ram_percent": "half"}, 400, ["'ram_percent' must be int or float", '"half"']),
     ("/distorch/retention", {"ram_percent": 101}, 400, ["'ram_percent' must be a number from 0 to 100"]),
     ("/distorch/retention", {"max_models": 3, "extra": 1}, 400, ['unknown key(s) "extra"', "allowed: max_models"]),
+    ("/distorch/generate", {"priority": "asap"}, 400, ["priority: 'asap' is not a priority", "urgent, high, normal, low"]),
+    ("/distorch/modes/switch", {"mode": "mode-a", "priority": 1}, 400, ["priority: 1 is not a priority"]),
+    ("/distorch/queue/affinity", b"", 400, ["needs a JSON object body", '"max_passes"']),
+    ("/distorch/queue/affinity", {}, 400, ["give 'max_passes'", "0 = affinity off"]),
+    ("/distorch/queue/affinity", {"max_passes": -1}, 400, ["'max_passes' must be an integer from 0 to 100"]),
+    ("/distorch/queue/affinity", {"max_passes": 1.5}, 400, ["'max_passes' must be int", "1.5"]),
+    ("/distorch/queue/affinity", {"max_passes": 2, "x": 1}, 400, ['unknown key(s) "x"', "allowed: max_passes"]),
 ]
 
 UNET = workflows.UNET
@@ -173,10 +181,11 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers(min_value=-(10**30),
 KEYS = {
     "/distorch/free": ["force", "free_memory", "wait", "timeout"],
     "/distorch/modes/reload": ["force"],
-    "/distorch/modes/switch": ["mode"],
+    "/distorch/modes/switch": ["mode", "priority"],
     "/distorch/generate": ["mode", "prompt", "negative", "size", "steps", "guidance", "seed", "wait", "timeout",
-                           "client_id", "extra_data", "front", "number"],
+                           "client_id", "extra_data", "front", "number", "priority"],
     "/distorch/retention": ["max_models", "ram_percent"],
+    "/distorch/queue/affinity": ["max_passes"],
 }
 DEFAULT_RETENTION = {"max_models": 6, "ram_percent": 50}
 

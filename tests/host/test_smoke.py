@@ -23,4 +23,4 @@ def test_one_startup_line_names_version_and_patches(comfy):
     lines = [line for line in comfy.log_text().splitlines() if line.startswith("comfyui-distorch ")]
     assert lines == [f"comfyui-distorch {distorch.__version__}: {nodes} nodes; patched comfy.model_management: "
                      "get_torch_device, text_encoder_device, vae_device, unload_all_models, soft_empty_cache "
-                     "(keep_loaded rule on POST /free); routes: memory, placement, modes, retention"]
+                     "(keep_loaded rule on POST /free); routes: memory, placement, modes, retention, queue"]
