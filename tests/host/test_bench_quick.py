@@ -85,3 +85,12 @@ def test_bench_gguf_quick_prints_the_byte_and_step_ratios():
     steps = dict(re.findall(r"^(Q8_0|Q4_0)\s+[\d.]+\s+[\d.]+\s+([\d.]+)\s", out, re.M))
     assert set(steps) == {"Q8_0", "Q4_0"} and all(float(v) > 0 for v in steps.values()), out
     assert "no bytes cross a link here" in out, out
+
+
+def test_bench_queue_quick_prints_affinity_figures():
+    out = run_quick("bench_queue.py")
+    rows = {m.group(1).strip(): (float(m.group(2)), float(m.group(3)))
+            for m in re.finditer(r"^([a-z][a-z ()]+?)\s+([\d.]+)\s+([\d.]+)", out, re.M)}
+    assert {"wall time (s)", "mode loads from disk", "mode switches", "worst delay (positions)"} <= set(rows), out
+    off, on = rows["mode loads from disk"]
+    assert on < off, out  # alternating modes: affinity reads the disk less

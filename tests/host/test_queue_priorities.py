@@ -5,78 +5,31 @@ from __future__ import annotations
 
 import json
 import random
-import time
 import uuid
-from pathlib import Path
 
 import jsonschema
 import pytest
 
 import hostenv
-import modes_setup
+import queue_setup
 from comfy_host import ComfyHost
+from queue_setup import gate_prompt, hold, post, run_order
 from distorch.scheduler import NORMAL, Pending, next_to_run, switches
 
 pytestmark = pytest.mark.host
-FAULT_NODES = Path(__file__).parent / "fault_nodes"
 SCHEMA = json.loads((hostenv.REPO_ROOT / "schemas" / "distorch_queue.schema.json").read_text())
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, model_cache):
-    root = modes_setup.make_model_root(tmp_path_factory.mktemp("queue-root"), model_cache)
-    for name in ("qa", "qb"):
-        modes_setup.link_or_copy(root / modes_setup.CHECKPOINT_A, root / "queue" / f"{name}.safetensors")
-    modes_file = tmp_path_factory.mktemp("queue-modes") / "modes.yaml"
-    # a cache of one mode: every change of mode reads the checkpoint from disk again
-    modes_file.write_text(f"""model_root: {root}
-cache: {{max_modes: 1, max_gb: 8}}
-modes:
-  qa: {{model: queue/qa.safetensors, default_size: "64x64"}}
-  qb: {{model: queue/qb.safetensors, default_size: "64x64"}}
-""")
+    modes_file = queue_setup.write_modes(tmp_path_factory.mktemp("queue-root"), model_cache,
+                                         tmp_path_factory.mktemp("queue-modes") / "modes.yaml")
     host = ComfyHost(hostenv.comfyui_dir(), tmp_path_factory.mktemp("host-queue"), model_cache, hostenv.REPO_ROOT,
-                     env={"DISTORCH_MODES": str(modes_file)}, extra_custom_nodes=(FAULT_NODES,))
+                     env={"DISTORCH_MODES": str(modes_file)}, extra_custom_nodes=(queue_setup.FAULT_NODES,))
     host.start()
     gates = tmp_path_factory.mktemp("gates")
     yield host, gates
     host.stop()
-
-
-def gate_prompt(gate: Path, tag: str, mode: str | None = None) -> dict:
-    prompt = {"1": {"class_type": "DisTorchTestGate", "inputs": {"gate": str(gate), "tag": tag}}}
-    if mode is not None:
-        prompt["2"] = {"class_type": "DisTorchModeSwitch", "inputs": {"mode": mode}}
-        prompt["1"]["inputs"]["mode"] = ["2", 7]
-    return prompt
-
-
-def post(host, prompt: dict, **fields) -> str:
-    status, body = host.request("POST", "/prompt", {"prompt": prompt, "client_id": host.client_id, **fields})
-    assert status == 200, body
-    return body["prompt_id"]
-
-
-def hold(host, gates: Path) -> tuple[Path, str]:
-    """Queue a prompt that waits for a gate file, and wait until the worker runs it."""
-    gate = gates / uuid.uuid4().hex
-    prompt_id = post(host, gate_prompt(gate, f"hold-{gate.name}"))
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if any(run["prompt_id"] == prompt_id for run in host.get("/distorch/queue")["running"]):
-            return gate, prompt_id
-        time.sleep(0.05)
-    raise AssertionError("the holding prompt never started")
-
-
-def run_order(host, prompt_ids: list[str]) -> list[str]:
-    """The prompts in the order they ran: one worker runs them one at a time, and ComfyUI's
-    history keeps them in the order they finished (start times tie within a millisecond)."""
-    for prompt_id in prompt_ids:
-        entry = host.wait(prompt_id, timeout=300)
-        assert entry["status"]["status_str"] == "success", entry["status"]
-    finished = list(host.get("/history"))
-    return sorted(prompt_ids, key=finished.index)
 
 
 def queue_events(host):
