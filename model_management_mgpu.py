@@ -298,6 +298,12 @@ def patchers_in(outputs) -> list:
     return found
 
 
+def model_id(patcher) -> str:
+    """The id ``GET /internal/memory`` gives a model (``models[].id``): that of the module its
+    ModelPatcher wraps, the same for every clone of it."""
+    return f"{id(patcher.model):x}"
+
+
 def model_label(patcher) -> str:
     placement = placement_of(patcher)
     inner = getattr(patcher, "model", None)
@@ -317,6 +323,8 @@ class MemoryControl:
     - ``survivors``: models the last unload deliberately kept, held through the rest of that flow
       (node-cache reset, gc, empty cache) and released when the next prompt is queued.
     - ``held_devices``: every device a loaded model has used, for the multi-device cache pass.
+    - ``models_requested``: model ids ``POST /distorch/free {"model": id}`` asked the next unload
+      flow to unload (instead of the /free rule), in the order asked.
     """
 
     def __init__(self, module, budget: RetentionBudget | None = None):
@@ -331,6 +339,7 @@ class MemoryControl:
         self.held_devices: set[str] = set()
         self.pack_seen = False
         self.force_requested = False
+        self.models_requested: dict[str, None] = {}  # an ordered set of model ids
         self.free_flow_thread: int | None = None  # the worker that just read unload flags
         self.unloading = False
         self.trim_pending = False
@@ -361,6 +370,7 @@ class MemoryControl:
             with self.flags:
                 self.flows_started += 1
                 force, self.force_requested = self.force_requested, False
+                requested, self.models_requested = list(self.models_requested), {}
             entries = [e for e in list(self.module.current_loaded_models) if e.model is not None]
             self._note_devices(entries)
             managed = [e for e in entries if placement_of(e.model) is not None]
@@ -369,6 +379,15 @@ class MemoryControl:
                 released = self.retained.clear() + self._release_holders()
                 self.survivors = []
                 kept = []
+            elif requested:
+                # The user asked for these models by id (the panel's per-model unload): exactly
+                # they go, keep_loaded or not, core or not; everything else stays through the flow.
+                mode = "model"
+                unloaded, failed, not_found = self._unload_requested(entries, requested)
+                released = 0
+                wanted = set(requested)
+                self.survivors = [e.model for e in entries if model_id(e.model) not in wanted]
+                kept = [model_label(p) for p in self.survivors]
             elif not managed:
                 # Rule 4: nothing of ours is loaded, so the host decides, exactly as without the pack.
                 self.unloading = True  # the host's unload calls soft_empty_cache itself: not the flow's end
@@ -389,6 +408,10 @@ class MemoryControl:
                 kept = [model_label(p) for p in self.survivors]
             self.trim_pending = True
             self.last_unload = {"mode": mode, "at": time.time(), "unloaded": unloaded, "kept": kept}
+            if mode == "model":
+                self.last_unload["requested"] = requested
+                if not_found:
+                    self.last_unload["not_found"] = not_found
             if failed:
                 self.last_unload["failed"] = failed
         log.info("unload models (%s): unloaded %s; kept %s%s%s", mode, ", ".join(unloaded) or "nothing",
@@ -480,17 +503,28 @@ class MemoryControl:
             self.force_requested = True
             return self.flows_started + 1
 
+    def request_model_unload(self, model_id: str) -> int:
+        """Make the next unload flow unload the model with this id (``GET /internal/memory``'s
+        ``models[].id``) from every device and let go of the pack's holds on it, instead of the
+        /free rule; returns the flow to wait for. Requests made before that flow add up."""
+        with self.flags:
+            self.models_requested[model_id] = None
+            return self.flows_started + 1
+
     def next_flow(self) -> int:
         with self.flags:
             return self.flows_started + 1
 
-    def register_holder(self, name: str, held_patchers, release_all, entries=None, evict=None) -> None:
+    def register_holder(self, name: str, held_patchers, release_all, entries=None, evict=None,
+                        release_models=None) -> None:
         """Another part of the pack that keeps models (the modes cache): its models are listed as
         retained in the memory report, a force free empties it, and its entries count toward the
         retention budget. ``held_patchers()`` returns the ModelPatchers it holds, ``release_all()``
         drops them and returns how many; ``entries()`` lists them as ``Retained`` items and
-        ``evict(key)`` drops one (both optional: without them the holder is outside the budget)."""
-        self.holders[name] = Holder(held_patchers, release_all, entries, evict)
+        ``evict(key)`` drops one (both optional: without them the holder is outside the budget);
+        ``release_models(unwanted)`` drops what holds the models ``unwanted(patcher)`` picks (the
+        per-model unload; optional)."""
+        self.holders[name] = Holder(held_patchers, release_all, entries, evict, release_models)
 
     def retain(self, key, outputs, owner=None, label: str = "") -> None:
         """Hold a keep_loaded loader's outputs; ``owner`` (the loader node) releases what it held
@@ -503,7 +537,13 @@ class MemoryControl:
         self.enforce_budget(protect=("retained", key))
 
     def retained_outputs(self, key, owner=None):
-        """The outputs held for ``key`` (now most recently used), or None; ``owner`` now holds it."""
+        """The outputs held for ``key`` (now most recently used), or None; ``owner`` now holds it.
+        A load one of whose models was unloaded on its own is let go here: the loader reads the
+        file again (it must return every output)."""
+        rest = self.retained.pop_incomplete(key)
+        if rest is not None:
+            self._let_go(rest, "a part of it was unloaded on request, so the loader reads the file again")
+            return None
         outputs = self.retained.get(key)
         if outputs is not None and owner is not None:
             for _, old_outputs in self.retained.claim(owner, key):
@@ -604,6 +644,50 @@ class MemoryControl:
                 log.debug("listing %s failed: %s", name, exc)
         return held
 
+    def _unload_requested(self, entries, requested: list[str]) -> tuple[list[str], list[str], list[str]]:
+        """Unload the models with these ids from the host and let go of the pack's holds on them
+        (a keep_loaded load, another holder's cache), so their RAM can go back. Returns (unloaded,
+        failed, ids not found): a model may have gone between the request and this flow."""
+        wanted = set(requested)
+
+        def is_wanted(patcher) -> bool:
+            return getattr(patcher, "model", None) is not None and model_id(patcher) in wanted
+
+        targets = [e for e in entries if is_wanted(e.model)]
+        unloaded, failed = self._unload(targets)
+        found = {model_id(e.model) for e in targets}
+        held_only = []  # models the pack holds but the host did not list (state "retained")
+
+        def note(patcher) -> None:
+            placement = placement_of(patcher)
+            if placement is not None and placement.keep_loaded:
+                attach(patcher, dataclasses.replace(placement, keep_loaded=False))  # no longer kept
+            if model_id(patcher) not in found:
+                found.add(model_id(patcher))
+                held_only.append(model_label(patcher))
+
+        let_go = self.retained.without(lambda output: any(is_wanted(p) for p in patchers_in((output,))),
+                                       lambda output: sum(_whole_size(p) for p in patchers_in((output,))))
+        for _, output in let_go:
+            for patcher in patchers_in((output,)):
+                note(patcher)
+        for name, holder in list(self.holders.items()):
+            try:
+                held = [p for p in holder.held_patchers() if is_wanted(p)]
+                if not held:
+                    continue
+                if holder.release_models is None:
+                    log.warning("unload by id: %s holds %s and cannot release one model; it stays there until "
+                                "a force free", name, ", ".join(model_label(p) for p in held))
+                    continue
+                released = holder.release_models(is_wanted)
+                for patcher in held:
+                    note(patcher)
+                log.info("unload by id: %s released %s", name, ", ".join(map(str, released)) or "nothing")
+            except Exception as exc:
+                log.warning("unload by id: releasing from %s failed: %s", name, exc)
+        return unloaded + held_only, failed, [i for i in requested if i not in found]
+
     def release_survivors(self) -> None:
         self.survivors = []  # one assignment: safe without the worker's lock
 
@@ -666,6 +750,9 @@ class Holder:
     release_all: Callable[[], int]
     entries: Callable[[], list[Retained]] | None = None
     evict: Callable[[object], object] | None = None
+    # release_models(unwanted) drops what holds a ModelPatcher for which unwanted(patcher) is
+    # true (the per-model unload) and returns what it dropped; None: the holder cannot
+    release_models: Callable[[Callable[[object], bool]], list] | None = None
 
 
 EVICTIONS_SHOWN = 20  # the memory report lists this many recent budget releases
@@ -739,7 +826,7 @@ def describe_model(patcher, state: str) -> ModelMemory:
         if target != "cpu" and cached > 0:
             devices[target] = devices.get(target, 0) + cached
     return ModelMemory(
-        id=f"{id(inner):x}", name=placement.source if placement else type(inner).__name__,
+        id=model_id(patcher), name=placement.source if placement else type(inner).__name__,
         model_class=type(inner).__name__, loader=placement.loader if placement else "core",
         component=placement.component if placement else None,
         compute_device=str(getattr(patcher, "load_device", "")), devices=devices, loaded_bytes=loaded,

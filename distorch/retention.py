@@ -12,6 +12,10 @@ Two rules keep this bounded over a long session:
 - everything the pack retains (these outputs and the modes cache) fits one ``RetentionBudget``:
   at most ``max_models`` entries and ``max_bytes`` bytes, least recently used first out
   (``over_budget`` picks the victims).
+
+One model of a held load can be let go on its own (the memory panel's per-model unload): the entry
+then holds the rest and is *incomplete*. It is no longer handed to a loader (which must return
+every output), so the next run of that loader takes it out (``pop_incomplete``) and reads the file.
 """
 from __future__ import annotations
 
@@ -116,6 +120,7 @@ class _Entry:
     owners: set = field(default_factory=set)
     retained_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.time)
+    incomplete: bool = False  # an output was let go on its own (None in its place)
 
 
 class RetainedModels:
@@ -128,10 +133,11 @@ class RetainedModels:
         self._clock = clock
 
     def get(self, key: Hashable) -> tuple | None:
-        """The held outputs (now the most recently used), or None."""
+        """The held outputs (now the most recently used), or None (also for an incomplete entry:
+        a loader must return every output)."""
         with self._lock:
             entry = self._entries.get(key)
-            if entry is None:
+            if entry is None or entry.incomplete:
                 return None
             entry.last_used = self._clock()
             return entry.outputs
@@ -170,6 +176,40 @@ class RetainedModels:
             for owner in entry.owners:
                 self._owned.pop(owner, None)
             return entry.outputs
+
+    def pop_incomplete(self, key: Hashable) -> tuple | None:
+        """Take out the entry ``key`` if it is incomplete; returns what it still held, or None."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or not entry.incomplete:
+                return None
+            del self._entries[key]
+            for owner in entry.owners:
+                self._owned.pop(owner, None)
+            return entry.outputs
+
+    def without(self, unwanted: Callable[[object], bool],
+                size_of: Callable[[object], int]) -> list[tuple[Hashable, object]]:
+        """Let go of every held output for which ``unwanted(output)`` holds, in whichever entries
+        hold it: an entry left with nothing is removed, one with other outputs becomes incomplete
+        (its size less ``size_of(output)``). Returns the (key, output) pairs let go."""
+        dropped = []
+        with self._lock:
+            for key, entry in list(self._entries.items()):
+                gone = [o for o in entry.outputs if o is not None and unwanted(o)]
+                if not gone:
+                    continue
+                dropped += [(key, output) for output in gone]
+                outputs = tuple(None if o is not None and unwanted(o) else o for o in entry.outputs)
+                if all(o is None for o in outputs):
+                    del self._entries[key]
+                    for owner in entry.owners:
+                        self._owned.pop(owner, None)
+                    continue
+                entry.outputs = outputs
+                entry.incomplete = True
+                entry.size_bytes = max(0, entry.size_bytes - sum(size_of(o) for o in gone))
+        return dropped
 
     def clear(self) -> int:
         with self._lock:

@@ -130,7 +130,8 @@ class ModesService:
 
             control.register_holder(
                 MEMORY_HOLDER, self.held_patchers, lambda: len(self.cache.clear()),
-                entries=lambda: [Retained(*item) for item in self.cache.budget_items()], evict=self.cache.evict)
+                entries=lambda: [Retained(*item) for item in self.cache.budget_items()], evict=self.cache.evict,
+                release_models=self.release_models)
             self._control = control
 
     def held_patchers(self) -> list:
@@ -144,6 +145,19 @@ class ModesService:
                 if part is not None:
                     held.append(part)
         return held
+
+    def release_models(self, unwanted) -> list[str]:
+        """Drop the cached modes holding a model for which ``unwanted(patcher)`` is true (the
+        memory panel's per-model unload); a mode is cached as a whole. Returns their names."""
+        released = []
+        for key in self.cache.keys():
+            loaded = self.cache.peek(key)
+            if loaded is None:
+                continue
+            parts = (loaded.model, getattr(loaded.clip, "patcher", None), getattr(loaded.vae, "patcher", None))
+            if any(part is not None and unwanted(part) for part in parts):
+                released += [f"mode '{entry.mode}'" for entry in self.cache.evict(key)]
+        return released
 
     def ensure_loaded(self) -> None:
         if self.last_reload is None:

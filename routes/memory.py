@@ -5,7 +5,8 @@ The report reads NVML / psutil and walks every tensor of every loaded model (whi
 worker may be moving them), so it is built off the event loop: one build at a time on a thread of
 its own, shared by every caller that arrives while it runs and reused for ``REPORT_TTL`` seconds.
 ``POST /distorch/free`` sets the same queue flags as ComfyUI's ``POST /free``; the prompt worker
-acts on them between prompts, and the route waits for that (up to ``timeout``).
+acts on them between prompts, and the route waits for that (up to ``timeout``). With ``"model": id``
+that flow unloads the one model instead (never from the HTTP thread: a prompt may be running).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from .http import BadRequest, expect_number, expect_type, guarded, json_body, re
 
 log = logging.getLogger("distorch.routes.memory")
 REPORT_TTL = 0.1
-FREE_KEYS = {"force", "free_memory", "wait", "timeout"}
+FREE_KEYS = {"force", "free_memory", "wait", "timeout", "model"}
 MAX_WAIT_SECONDS = 300.0
 
 
@@ -125,6 +126,10 @@ def add_routes(routes) -> None:
         free_memory = expect_type(body, "free_memory", bool, True)
         wait = expect_type(body, "wait", bool, True)
         timeout = float(expect_number(body, "timeout", 0, MAX_WAIT_SECONDS, 30))
+        model = expect_type(body, "model", str, None)
+        if model is not None and force:
+            raise BadRequest("'model' and 'force' cannot be combined: force unloads every model on every device; "
+                             'send {"model": "<id>"} to unload one model, or {"force": true} for all of them')
         import comfy.model_management as mm
 
         control = memory_control(mm)
@@ -133,7 +138,11 @@ def add_routes(routes) -> None:
                              "line): use ComfyUI's POST /free instead", status=503)
         host = host_server()
         before = await reporter.report(fresh=True)
-        target = control.request_force() if force else control.next_flow()
+        if model is not None:
+            _require_loaded(model, before)
+            target = control.request_model_unload(model)
+        else:
+            target = control.request_force() if force else control.next_flow()
         host.prompt_queue.set_flag("unload_models", True)
         if free_memory or force:
             host.prompt_queue.set_flag("free_memory", True)
@@ -149,6 +158,8 @@ def add_routes(routes) -> None:
         done = control.flows_completed >= target
         result = {"force": force, "free_memory": free_memory or force,
                   "status": "done" if done else "queued", "before": _summary(before)}
+        if model is not None:
+            result["model"] = model
         if done:
             after = await reporter.report(fresh=True)
             result["after"] = _summary(after)
@@ -174,6 +185,17 @@ def add_routes(routes) -> None:
                 return json_data
 
             host.add_on_prompt_handler(release_survivors)
+
+
+def _require_loaded(model: str, document: dict) -> None:
+    """BadRequest unless ``model`` is the id of a model in the memory report."""
+    ids = [m["id"] for m in document["models"]]
+    if model in ids:
+        return
+    loaded = ", ".join(f'{m["id"]} ({m["name"]}, {m["component"] or m["class"]})' for m in document["models"])
+    shown = model if len(model) <= 40 else model[:40] + "..."
+    raise BadRequest(f"'model' {shown!r} is not a loaded model; loaded: {loaded or 'none'}. Take the id from "
+                     "GET /internal/memory (models[].id); nothing was unloaded", loaded=ids)
 
 
 def _wake_worker(queue) -> None:

@@ -1,8 +1,8 @@
 // comfyui-distorch web extension: registration only. The "DisTorch memory" sidebar tab, the
 // settings that control it, and the additions to DisTorch nodes (see node_widgets.js).
 import { app } from "../../scripts/app.js";
-import { fetchMemory, onMemory, subscribeMemoryEvents } from "./memory_store.js";
-import { freeEverything, unloadFlagged } from "./memory_actions.js";
+import { currentMemory, fetchMemory, onMemory, subscribeMemoryEvents } from "./memory_store.js";
+import { confirmModelUnload, freeEverything, unloadFlagged, unloadModel } from "./memory_actions.js";
 import { buildPanel, renderMemory } from "./memory_panel.js";
 import { LOADER_CLASSES, attachAllocationPreview, labelDeviceWidgets, redrawGraph } from "./node_widgets.js";
 import { throttle } from "./throttle.js";
@@ -25,7 +25,25 @@ function setting(id, fallback) {
 
 function mountPanel(root) {
   const body = buildPanel(root, { onUnloadFlagged: unloadFlagged, onFreeEverything: freeEverything });
-  const draw = throttle((report) => renderMemory(body, report), () => setting(SETTING_CAP, DEFAULT_CAP_MS));
+  // Ids being unloaded by their row's button: the row keeps a disabled button across redraws.
+  const pending = new Set();
+  const redraw = () => {
+    const latest = currentMemory();
+    if (latest) renderMemory(body, latest, { onUnloadModel, pending });
+  };
+  const onUnloadModel = async (model) => {
+    if (!(await confirmModelUnload(model))) return;
+    pending.add(model.id);
+    redraw();
+    try {
+      await unloadModel(model);
+    } finally {
+      pending.delete(model.id);
+      redraw();
+    }
+  };
+  const draw = throttle((report) => renderMemory(body, report, { onUnloadModel, pending }),
+    () => setting(SETTING_CAP, DEFAULT_CAP_MS));
   const stop = onMemory(draw);
   stopPanel = () => {
     stop();

@@ -1,10 +1,11 @@
-// The panel's two buttons. "Unload flagged models" sends ComfyUI-Manager's own request
-// (POST /free); "Free everything" sends POST /distorch/free {"force": true}. Both ask first and
-// end with a toast saying what was freed.
+// The panel's buttons. "Unload flagged models" sends ComfyUI-Manager's own request
+// (POST /free); "Free everything" sends POST /distorch/free {"force": true}; a model row's
+// "Unload" sends POST /distorch/free {"model": id} (ComfyUI's /free is all or nothing). Each asks
+// first and ends with a toast saying what was freed.
 import { api } from "../../scripts/api.js";
 import { app } from "../../scripts/app.js";
 import { fetchMemory } from "./memory_store.js";
-import { formatBytes } from "./format.js";
+import { formatBytes, modelPart } from "./format.js";
 
 const MANAGER_FREE_BODY = { unload_models: true, free_memory: true };
 const FLOW_TIMEOUT_MS = 60000;
@@ -94,6 +95,49 @@ export async function unloadFlagged() {
   }
 }
 
+// What POST /distorch/free gave back, for a toast: per device, then the ComfyUI process's RSS.
+function freedByRoute(body) {
+  const freed = Object.entries(body.freed ?? {}).filter(([key, bytes]) => key !== "process_rss" && bytes > 0);
+  const rss = body.freed?.process_rss > 0 ? `; ComfyUI's RAM ${formatBytes(body.freed.process_rss)}` : "";
+  return `${freedText(freed)}${rss}`;
+}
+
+function modelText(model) {
+  return `${model.name} (${modelPart(model)})`;
+}
+
+export async function confirmModelUnload(model) {
+  const kept = model.keep_loaded ? " Its keep_loaded is on: this unloads it anyway and stops keeping it." : "";
+  const message = `Unload ${modelText(model)} from every device and let its RAM go.${kept} The other models stay `
+    + "loaded; ComfyUI's node cache is reset, so the next prompt runs its loaders again.";
+  return confirm("Unload model", message);
+}
+
+// Sends the request (after confirmModelUnload) and shows the outcome in a toast.
+export async function unloadModel(model) {
+  const label = modelText(model);
+  try {
+    const answer = await postJson("/distorch/free", { model: model.id });
+    const body = answer.body ?? {};
+    if (answer.status === 202) {
+      toast("info", `Unloading ${label} is queued`, body.message ?? "it runs when the current prompt finishes");
+    } else if (answer.status !== 200) {
+      throw new Error(body.error ?? `POST /distorch/free answered ${answer.status}`);
+    } else {
+      const flow = body.last_unload ?? {};
+      if (flow.failed?.length) throw new Error(`ComfyUI could not unload ${flow.failed.join(", ")}: see the server log`);
+      const gone = flow.unloaded ?? [];
+      toast(gone.length ? "success" : "info", gone.length ? `Unloaded ${label}` : `${label} was already unloaded`,
+        `Freed ${freedByRoute(body)}.`);
+    }
+    await fetchMemory();
+    return body;
+  } catch (error) {
+    toast("error", `Unloading ${label} failed`, String(error?.message ?? error));
+    return null;
+  }
+}
+
 export async function freeEverything() {
   const message = "Unload every model on every device, including those with keep_loaded on, and reset ComfyUI's node cache.";
   if (!(await confirm("Free everything", message))) return null;
@@ -106,10 +150,8 @@ export async function freeEverything() {
       throw new Error(body.error ?? `POST /distorch/free answered ${answer.status}`);
     } else {
       const unloaded = body.last_unload?.unloaded ?? [];
-      const freed = Object.entries(body.freed ?? {}).filter(([key, bytes]) => key !== "process_rss" && bytes > 0);
-      const rss = body.freed?.process_rss > 0 ? `; ComfyUI's RAM ${formatBytes(body.freed.process_rss)}` : "";
       toast("success", `Freed everything: ${unloaded.length} model(s) unloaded`,
-        `${unloaded.join(", ") || "nothing was loaded"}. Freed ${freedText(freed)}${rss}.`);
+        `${unloaded.join(", ") || "nothing was loaded"}. Freed ${freedByRoute(body)}.`);
     }
     await fetchMemory();
     return body;

@@ -184,7 +184,8 @@ def test_ejecting_a_large_model_returns_its_ram(clean):
     ({"force": 1}, "'force' must be bool"),
     ({"free_memory": None}, "'free_memory' must be bool"),
     ({"timeout": -1}, "'timeout' must be a number from 0 to 300, got -1"),
-    ({"everything": True}, 'unknown key(s) "everything"; allowed: force, free_memory, timeout, wait'),
+    ({"everything": True}, 'unknown key(s) "everything"; allowed: force, free_memory, model, timeout, wait'),
+    ({"model": 12}, "'model' must be str, got 12"),
 ])
 def test_bad_free_requests_get_400_and_change_nothing(clean, body, fragment):
     host = clean
@@ -194,6 +195,62 @@ def test_bad_free_requests_get_400_and_change_nothing(clean, body, fragment):
     assert status == 400 and fragment in answer["error"], answer
     time.sleep(0.3)
     assert {n: m["id"] for n, m in by_name(memory(host)).items()} == {n: m["id"] for n, m in before.items()}
+
+
+def test_one_model_unloaded_by_id_gives_its_ram_back_and_the_others_stay(clean):
+    """POST /distorch/free {"model": id}: the panel's per-model unload. The text encoder has
+    keep_loaded on and is unloaded anyway; the kept UNet and the flagged VAE stay (the /free rule
+    does not run), and the process gives back about the text encoder's size."""
+    host = clean
+    host.run(graph(True, True, False, prefix="by-id"))
+    before = memory(host)
+    models = by_name(before)
+    clip = models[workflows.CLIP]
+    assert clip["keep_loaded"] and models[workflows.VAE]["flagged"]
+    rss_before = rss(host)
+    status, body = host.request("POST", "/distorch/free", {"model": clip["id"]})
+    assert status == 200 and body["status"] == "done" and body["model"] == clip["id"], body
+    last = body["last_unload"]
+    assert (last["mode"], last["unloaded"], last["requested"]) == ("model", [f"{workflows.CLIP} (clip)"], [clip["id"]])
+    assert sorted(last["kept"]) == sorted([f"{workflows.UNET} (unet)", f"{workflows.VAE} (vae)"])
+    after = memory(host)
+    assert after["last_unload"]["mode"] == "model" and after["last_unload"].get("completed_at")
+    assert set(by_name(after)) == {workflows.UNET, workflows.VAE}
+    for name in (workflows.UNET, workflows.VAE):
+        assert by_name(after)[name]["id"] == models[name]["id"], "the others stay loaded, not reloaded"
+        assert by_name(after)[name]["loaded_at"] == models[name]["loaded_at"]
+    assert sorted(body["after"]["models"]) == sorted([workflows.UNET, workflows.VAE])
+    size = clip["total_bytes"]
+    dropped = rss_before - rss(host)
+    print(f"\n[memory] unloaded {size / 2**20:.0f} MiB by id: freed {body['freed']} (RSS dropped {dropped / 2**20:.0f} MiB)")
+    assert 0.8 * size <= body["freed"]["process_rss"] <= before["ram"]["process_rss"], body["freed"]
+    assert dropped >= 0.8 * size
+    assert after["retention"]["used"]["models"] == 1, "only the UNet's load is still kept"
+
+    log_start = len(host.log_text())
+    host.run(graph(True, True, False, seed=2, prefix="by-id-again"))
+    new_log = host.log_text()[log_start:]
+    assert new_log.count("reusing the loaded model (keep_loaded), no file read") == 1, new_log  # the UNet
+    again = by_name(memory(host))
+    assert again[workflows.UNET]["id"] == models[workflows.UNET]["id"]
+    assert again[workflows.CLIP]["loaded_at"] > clip["loaded_at"], "read from the file again"
+
+
+def test_an_unknown_model_id_is_refused_and_nothing_is_unloaded(clean):
+    host = clean
+    host.run(graph(False, False, False, prefix="bad-id"))  # all flagged: any unload flow would show
+    before = memory(host)
+    ids = [m["id"] for m in before["models"]]
+    status, answer = host.request("POST", "/distorch/free", {"model": "123abc"})
+    assert status == 400, answer
+    assert "'model' '123abc' is not a loaded model" in answer["error"] and "GET /internal/memory" in answer["error"]
+    assert all(i in answer["error"] for i in ids) and answer["loaded"] == ids, answer
+    status, answer = host.request("POST", "/distorch/free", {"model": ids[0], "force": True})
+    assert status == 400 and "'model' and 'force' cannot be combined" in answer["error"], answer
+    time.sleep(1.0)
+    after = memory(host)
+    assert [m["id"] for m in after["models"]] == ids
+    assert after["last_unload"] == before["last_unload"], "no unload flow ran"
 
 
 def test_memory_event_over_the_websocket(clean):

@@ -1,7 +1,9 @@
 """The "DisTorch memory" panel in a real browser (Debian's chromium through Playwright) against a
 real ComfyUI server with the pack: what it shows, its buttons, its settings, the device labels on
-loader nodes, and no console errors beyond what a bare ComfyUI logs. Screenshots go to
-test-artifacts/."""
+loader nodes, that it follows ComfyUI's light and dark theme and stays readable at the sidebar's
+narrowest width, and no console errors beyond what a bare ComfyUI logs. Screenshots go to
+test-artifacts/ (memory-panel-{narrow,normal}-{light,dark}.png: the panel at both widths in both
+themes)."""
 import re
 import time
 
@@ -10,7 +12,8 @@ import pytest
 import hostenv
 import workflows
 from comfy_host import ComfyHost
-from ui_browser import add_node, chromium_path, normalized, screenshot, widget_center
+from ui_browser import (SIDEBAR_PANEL, add_node, chromium_path, drag_sidebar_edge, element_screenshot, normalized,
+                        screenshot, set_color_palette, sidebar_width, widget_center)
 
 pytestmark = pytest.mark.host
 
@@ -137,6 +140,152 @@ def test_cancelled_confirmation_unloads_nothing(host, page):
     dialog.wait_for(state="detached", timeout=10_000)
     time.sleep(1.0)
     assert len(host.get("/internal/memory")["models"]) == 3
+    free_all(host)
+
+
+def checkpoint_graph(prefix):
+    """A checkpoint's three parts kept (keep_loaded on) for MODEL and CLIP, and a separate VAE
+    loader's VAE (keep_loaded off, flagged) for the decode: four models, four rows."""
+    graph = workflows.txt2img(workflows.checkpoint_loader("distorch", compute_device="cpu", keep_loaded=True),
+                              vae=("3", 0), prefix=prefix)
+    graph["3"] = workflows.separate_loaders("distorch", compute_device="cpu")["3"]
+    return graph
+
+
+def rows(page) -> dict[str, str]:
+    """model id -> the text its row shows (no-break spaces read as spaces, as a user reads them)."""
+    return dict(page.eval_on_selector_all(f"{PANEL} li.distorch-model",
+                                          "els => els.map(e => [e.dataset.modelId, e.innerText.replaceAll('\\u00a0', ' ')])"))
+
+
+def wait_for_rows(page, test, timeout=30.0) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        shown = rows(page)
+        if test(shown):
+            return shown
+        time.sleep(0.2)
+    raise AssertionError(f"the panel's model rows never matched: {rows(page)}")
+
+
+def test_each_model_is_labelled_with_its_part_and_loader(host, page):
+    free_all(host)
+    host.run(checkpoint_graph("ui-parts"))
+    report = host.get("/internal/memory")
+    assert len(report["models"]) == 4, report["models"]
+    shown = wait_for_rows(page, lambda r: set(r) == {m["id"] for m in report["models"]})
+    checkpoint = {m["component"]: shown[m["id"]] for m in report["models"] if m["loader"] == "DisTorchCheckpointLoader"}
+    assert set(checkpoint) == {"unet", "clip", "vae"}
+    for component, part in (("unet", "diffusion model"), ("clip", "text encoder"), ("vae", "VAE")):
+        text = checkpoint[component]
+        assert workflows.CHECKPOINT in text and f"{part} · DisTorchCheckpointLoader" in text, text
+        assert "keep loaded" in text and "flagged" not in text, text
+    (separate,) = [shown[m["id"]] for m in report["models"] if m["loader"] == "DisTorchVAELoader"]
+    assert workflows.VAE in separate and "VAE · DisTorchVAELoader" in separate and "flagged" in separate, separate
+
+
+def test_the_memory_mode_is_said_in_plain_words(page):
+    line = page.locator(f"{PANEL} .distorch-mode").inner_text().replace("\xa0", " ")
+    assert line == "CPU only: no GPU memory to manage", line  # this host runs with --cpu and no GPU
+    assert "DISABLED" not in page.locator(PANEL).inner_text()
+
+
+def overflow(page) -> dict:
+    """What sticks out sideways: the sidebar's scroll width against its width, and every element
+    of the panel drawn past its edges."""
+    return page.evaluate("""() => {
+        const tab = document.querySelector('.distorch-memory-tab');
+        const container = tab.closest('.sidebar-content-container');
+        const box = tab.getBoundingClientRect();
+        const outside = [...tab.querySelectorAll('*')].filter((e) => {
+            const r = e.getBoundingClientRect();
+            return r.width > 0 && (r.right > box.right + 0.5 || r.left < box.left - 0.5);
+        }).map((e) => `${e.tagName}.${e.className}: ${e.textContent.slice(0, 40)}`);
+        return { container: [container.scrollWidth, container.clientWidth], panel: [tab.scrollWidth, tab.clientWidth],
+                 outside };
+    }""")
+
+
+def phrases_broken_although_they_fit(page) -> list[str]:
+    """Phrases (sizes, labels, the mode line's parts) drawn on more than one line although the
+    line is wide enough for them: the panel must break lines between phrases first."""
+    return page.evaluate("""() => {
+        const broken = [];
+        for (const phrase of document.querySelectorAll('.distorch-memory-tab .distorch-phrase')) {
+            const probe = phrase.cloneNode(true);
+            Object.assign(probe.style, { whiteSpace: 'nowrap', position: 'absolute', visibility: 'hidden', maxWidth: 'none' });
+            phrase.parentElement.append(probe);
+            const natural = probe.getBoundingClientRect().width;
+            probe.remove();
+            const lineHeight = parseFloat(getComputedStyle(phrase).lineHeight);
+            if (natural <= phrase.parentElement.clientWidth && phrase.getBoundingClientRect().height > 1.5 * lineHeight)
+                broken.push(phrase.textContent);
+        }
+        return broken;
+    }""")
+
+
+def button_colours(page) -> dict:
+    return page.evaluate("""() => {
+        const style = (selector) => getComputedStyle(document.querySelector(selector));
+        const unload = style('.distorch-memory button[data-action="unload-flagged"]');
+        return { button: unload.backgroundColor, buttonText: unload.color,
+                 panel: style('.distorch-memory-tab').backgroundColor, text: style('.distorch-memory-tab').color };
+    }""")
+
+
+def test_readable_at_the_narrowest_width_and_themed_in_light_and_dark(host, page):
+    """The panel at the sidebar's narrowest width (the frontend allows 10 % of its splitter) and at
+    its default width, in the light and the dark palette: nothing overflows sideways, no phrase is
+    broken where it fits, and buttons and text take the theme's colours."""
+    wait_for_rows(page, lambda r: len(r) == 4)
+    normal = sidebar_width(page)
+    splitter = page.locator(".p-splitter").first.bounding_box()["width"]
+    colours = {}
+    try:
+        narrow = drag_sidebar_edge(page, 0)
+        assert narrow <= 0.11 * splitter, (narrow, splitter)  # the frontend's own minimum
+        print(f"\n[panel] narrowest sidebar panel: {narrow:.0f} px (window {splitter:.0f} px); default {normal:.0f} px")
+        for palette in ("light", "dark"):
+            set_color_palette(page, palette)
+            found = overflow(page)
+            assert found["container"][0] <= found["container"][1] and found["panel"][0] <= found["panel"][1], found
+            assert found["outside"] == [], found
+            assert phrases_broken_although_they_fit(page) == []
+            element_screenshot(page.locator(SIDEBAR_PANEL), f"memory-panel-narrow-{palette}")
+        assert abs(drag_sidebar_edge(page, normal) - normal) <= 4
+        for palette in ("light", "dark"):
+            set_color_palette(page, palette)
+            assert overflow(page)["outside"] == []
+            assert phrases_broken_although_they_fit(page) == []
+            colours[palette] = button_colours(page)
+            element_screenshot(page.locator(SIDEBAR_PANEL), f"memory-panel-normal-{palette}")
+    finally:
+        set_color_palette(page, "dark")
+        drag_sidebar_edge(page, normal)
+    light, dark = colours["light"], colours["dark"]
+    for key in ("button", "buttonText", "panel", "text"):
+        assert light[key] != dark[key], (key, colours)  # the theme is followed, not fixed colours
+
+
+def test_a_rows_unload_button_removes_exactly_that_model(host, page):
+    """The checkpoint's text encoder is loaded with keep_loaded on: its own button unloads it
+    anyway, and only it."""
+    report = host.get("/internal/memory")
+    (clip,) = [m for m in report["models"] if m["loader"] == "DisTorchCheckpointLoader" and m["component"] == "clip"]
+    assert clip["state"] == "loaded" and clip["keep_loaded"], clip
+    others = {m["id"] for m in report["models"]} - {clip["id"]}
+    wait_for_rows(page, lambda r: set(r) == others | {clip["id"]})
+    page.click(f'{PANEL} li[data-model-id="{clip["id"]}"] button[data-action="unload-model"]')
+    confirm_dialog(page, "Unload model")
+    text = toast_text(page, f"Unloaded {workflows.CHECKPOINT} (text encoder)")
+    assert "Freed" in text, text
+    assert set(wait_for_rows(page, lambda r: set(r) == others)) == others
+    after = host.get("/internal/memory")
+    assert {m["id"] for m in after["models"]} == others
+    assert after["last_unload"]["mode"] == "model" and after["last_unload"]["requested"] == [clip["id"]]
+    assert after["last_unload"]["unloaded"] == [f"{workflows.CHECKPOINT} (clip)"]
+    screenshot(page, "memory-panel-after-unloading-one-model")
     free_all(host)
 
 

@@ -48,6 +48,9 @@ FIELD_GARBAGE = [
     ("/distorch/free", {"timeout": 1e308}, 400, ["'timeout'", "from 0 to 300"]),
     ("/distorch/free", {"timeout": -1}, 400, ["'timeout'", "got -1"]),
     ("/distorch/free", {"timeout": "30"}, 400, ["'timeout' must be int or float", '"30"']),
+    ("/distorch/free", {"model": 7}, 400, ["'model' must be str", "7"]),
+    ("/distorch/free", {"model": "nope"}, 400, ["'model' 'nope' is not a loaded model", "GET /internal/memory"]),
+    ("/distorch/free", {"model": "nope", "force": True}, 400, ["'model' and 'force' cannot be combined"]),
     ("/distorch/modes/reload", {"force": True}, 400, ['unknown key(s) "force"', "allowed: none"]),
     ("/distorch/modes/switch", b"", 400, ["needs a JSON object body", '"mode"']),
     ("/distorch/modes/switch", {}, 400, ["needs 'mode'", "GET /distorch/modes"]),
@@ -179,7 +182,7 @@ JSON = st.recursive(st.none() | st.booleans() | st.integers(min_value=-(10**30),
                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
                     max_leaves=12)
 KEYS = {
-    "/distorch/free": ["force", "free_memory", "wait", "timeout"],
+    "/distorch/free": ["force", "free_memory", "wait", "timeout", "model"],
     "/distorch/modes/reload": ["force"],
     "/distorch/modes/switch": ["mode", "priority"],
     "/distorch/generate": ["mode", "prompt", "negative", "size", "steps", "guidance", "seed", "wait", "timeout",

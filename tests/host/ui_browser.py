@@ -120,6 +120,56 @@ def screenshot(page, name: str) -> Path:
     return path
 
 
+def element_screenshot(locator, name: str) -> Path:
+    """A screenshot of one element (e.g. the sidebar panel) in test-artifacts/."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    locator.screenshot(path=str(path))
+    return path
+
+
+SIDEBAR_PANEL = ".side-bar-panel"
+
+
+def sidebar_width(page) -> float:
+    return page.locator(SIDEBAR_PANEL).bounding_box()["width"]
+
+
+def drag_sidebar_edge(page, width: float) -> float:
+    """Drag the edge between the open sidebar panel and the canvas, as a user does, so the panel is
+    about ``width`` px wide; the frontend clamps it (its narrowest is 10 % of the window's
+    splitter). Returns the width it got."""
+    # A text selection left by an earlier drag would turn this one into a native drag-and-drop of
+    # that text (the browser cancels the pointer and the splitter never sees the mouse go up).
+    page.evaluate("() => window.getSelection().removeAllRanges()")
+    panel = page.locator(SIDEBAR_PANEL).bounding_box()
+    gutter = page.locator(".p-splitter-gutter").first.bounding_box()
+    y = gutter["y"] + gutter["height"] / 2
+    page.mouse.move(gutter["x"] + gutter["width"] / 2, y)
+    page.mouse.down()
+    target = max(1.0, panel["x"] + width)
+    # 2 px steps: the splitter ignores a step that would pass its minimum (it does not clamp), so
+    # the last step it takes is within 2 px of the narrowest width
+    page.mouse.move(target, y, steps=max(1, int(abs(target - gutter["x"]) / 2)))
+    page.mouse.up()
+    page.mouse.move(panel["x"] + panel["width"] + 600, y)  # off the sidebar: no tooltip in screenshots
+    page.evaluate("() => window.getSelection().removeAllRanges()")  # what the drag swept over
+    page.wait_for_timeout(300)
+    return sidebar_width(page)
+
+
+def set_color_palette(page, palette: str) -> None:
+    """Switch ComfyUI's colour palette (setting Comfy.ColorPalette: "dark", "light", ...) through
+    the frontend's settings store, as the settings dialog does, and wait until it is applied."""
+    read = "() => getComputedStyle(document.documentElement).getPropertyValue('--comfy-menu-bg')"
+    if page.evaluate("() => app.extensionManager.setting.get('Comfy.ColorPalette')") == palette:
+        return
+    before = page.evaluate(read)
+    page.evaluate("palette => app.extensionManager.setting.set('Comfy.ColorPalette', palette)", palette)
+    page.wait_for_function(f"before => ({read})() !== before", arg=before, timeout=10_000)
+    page.wait_for_timeout(200)  # let PrimeVue's theme variables follow
+
+
 def add_node(page, class_type: str, handle: str, pos=(500, 200)) -> str:
     """Put a node on the canvas through the frontend's API; ``window[handle]`` holds it. Returns
     the JS expression for the node."""

@@ -336,3 +336,115 @@ def test_the_queue_watcher_is_removable_and_only_on_that_queue(mm, pack_module, 
     assert not hasattr(queue.get_flags.__wrapped__, patches.FLOW_FLAGS_MARKER)
     assert patches.unwatch_free_requests(queue) and "get_flags" not in queue.__dict__
     assert not patches.unwatch_free_requests(queue)
+
+
+# ---- unload one model by id (POST /distorch/free {"model": id}, the panel's per-model button) ----
+
+def unload_by_id(mm, queue, control, *patchers, free_memory=True):
+    """What the route does: record the ids, set /free's flags; then the prompt worker's flow."""
+    target = None
+    for patcher in patchers:
+        target = control.request_model_unload(f"{id(patcher.model):x}")
+    free(mm, queue, unload_models=True, free_memory=free_memory)
+    return target
+
+
+def test_unload_by_id_takes_exactly_that_model_even_with_keep_loaded(mm, control, make_model, queue, caplog):
+    kept = make_model("kept.safetensors", keep_loaded=True)
+    other = make_model("other.safetensors", keep_loaded=True)
+    flagged = make_model("flagged.safetensors", keep_loaded=False)
+    core = make_model("core")
+    control.retain(("kept",), (kept,), owner="node 1")
+    with caplog.at_level(logging.INFO, logger="distorch"):
+        target = unload_by_id(mm, queue, control, kept)
+    remaining = loaded(mm)
+    assert not any(p is kept for p in remaining), "keep_loaded does not protect a model asked for by id"
+    assert all(any(p is q for p in remaining) for q in (other, flagged, core)), "the flagged one stays too"
+    assert control.last_unload["mode"] == "model"
+    assert control.last_unload["unloaded"] == ["kept.safetensors (unet)"]
+    assert control.last_unload["requested"] == [f"{id(kept.model):x}"] and "not_found" not in control.last_unload
+    assert sorted(control.last_unload["kept"]) == sorted(["other.safetensors (unet)", "flagged.safetensors (unet)",
+                                                          "Linear"])
+    assert control.retained.keys() == [], "the pack's hold is let go, so the RAM can go back"
+    assert not kept.attachments["distorch.placement"].keep_loaded
+    assert {m.name for m in control.loaded_models()} == {"other.safetensors", "flagged.safetensors", "Linear"}
+    assert control.flows_started == target
+    assert "unload models (model): unloaded kept.safetensors (unet)" in caplog.text
+    free(mm, queue)  # the next plain /free: the /free rule again (the request was used up)
+    assert control.last_unload["mode"] == "selective"
+    assert not any(p is flagged for p in loaded(mm))
+
+
+def test_unloading_one_part_of_a_kept_checkpoint_keeps_the_others_until_the_loader_runs(mm, control, make_model, queue):
+    """A checkpoint loader's three outputs are one held load: unloading the VAE leaves the other
+    two held; that loader's next run gets nothing held (it must return all three) and lets them go."""
+    unet, clip, vae = (make_model(f"sd15.safetensors:{part}", keep_loaded=True) for part in ("unet", "clip", "vae"))
+    control.retain(("checkpoint",), (unet, clip, vae), owner="checkpoint node")
+    unload_by_id(mm, queue, control, vae)
+    assert control.last_unload["unloaded"] == ["sd15.safetensors:vae (unet)"]
+    assert {m.name: m.state for m in control.loaded_models()} == {
+        "sd15.safetensors:unet": "loaded", "sd15.safetensors:clip": "loaded"}
+    (item,) = control.retention_items()
+    assert item[1].size_bytes == 2 * (256 * 256 * 4 + 256 * 4), "the retention budget counts what is left"
+    assert control.retained_outputs(("checkpoint",), owner="checkpoint node") is None
+    assert control.retained.keys() == []
+    assert not any(p is unet or p is clip for p in loaded(mm)), "let go before the loader reads the file again"
+    assert not unet.attachments["distorch.placement"].keep_loaded
+
+
+def test_a_model_only_the_pack_holds_is_unloaded_by_id(mm, control, make_model, queue):
+    """After a host unload (OOM recovery) a keep_loaded model waits in RAM (state retained): its id
+    still unloads it, which here means letting go of the hold."""
+    kept = make_model("kept.safetensors", keep_loaded=True)
+    control.retain(("kept",), (kept,))
+    mm.unload_all_models()  # the host's meaning: off the devices, retained in RAM
+    assert [(m.name, m.state) for m in control.loaded_models()] == [("kept.safetensors", "retained")]
+    unload_by_id(mm, queue, control, kept)
+    assert control.last_unload["unloaded"] == ["kept.safetensors (unet)"]
+    assert control.loaded_models() == [] and len(control.retained) == 0
+
+
+def test_an_id_gone_before_the_flow_unloads_nothing_else(mm, control, make_model, queue):
+    first = make_model("first.safetensors", keep_loaded=False)
+    second = make_model("second.safetensors", keep_loaded=False)
+    control.request_model_unload("deadbeef")
+    free(mm, queue)
+    assert any(p is first for p in loaded(mm)) and any(p is second for p in loaded(mm))
+    assert control.last_unload["mode"] == "model" and control.last_unload["unloaded"] == []
+    assert control.last_unload["not_found"] == ["deadbeef"]
+
+
+def test_requests_made_before_the_flow_add_up_and_force_wins(mm, control, make_model, queue):
+    a, b, c = (make_model(f"{name}.safetensors", keep_loaded=True) for name in "abc")
+    target = unload_by_id(mm, queue, control, a, b)
+    assert sorted(control.last_unload["unloaded"]) == ["a.safetensors (unet)", "b.safetensors (unet)"]
+    assert [p for p in loaded(mm)] == [c] and control.flows_started == target
+    control.request_model_unload(f"{id(c.model):x}")
+    control.request_force()
+    free(mm, queue)
+    assert control.last_unload["mode"] == "force" and loaded(mm) == []
+    assert control.models_requested == {}
+
+
+def test_another_holders_cache_lets_go_of_the_model_asked_for(mm, control, make_model, queue):
+    cached = {"mode-a": [make_model("a.safetensors", keep_loaded=False)],
+              "mode-b": [make_model("b.safetensors", keep_loaded=False)]}
+
+    def release_models(unwanted):
+        gone = [name for name, parts in cached.items() if any(unwanted(p) for p in parts)]
+        for name in gone:
+            del cached[name]
+        return gone
+
+    control.register_holder("test modes", lambda: [p for parts in cached.values() for p in parts], lambda: 0,
+                            release_models=release_models)
+    try:
+        target = cached["mode-a"][0]
+        free(mm, queue)  # flagged: off the host's list, still held by the cache (state retained)
+        assert {m.name for m in control.loaded_models()} == {"a.safetensors", "b.safetensors"}
+        unload_by_id(mm, queue, control, target)
+        assert list(cached) == ["mode-b"]
+        assert control.last_unload["unloaded"] == ["a.safetensors (unet)"]
+        assert {m.name for m in control.loaded_models()} == {"b.safetensors"}
+    finally:
+        control.holders.pop("test modes", None)

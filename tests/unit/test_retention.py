@@ -56,6 +56,29 @@ def test_owners_release_only_what_no_one_else_holds(retention):
     assert len(held) == 0
 
 
+def test_letting_go_of_one_output_leaves_an_incomplete_entry(retention):
+    """The per-model unload takes one output out of a held load: a load left with other outputs
+    is incomplete (never handed to a loader again, smaller), one left with nothing is gone."""
+    held = retention.RetainedModels(clock=iter(range(100)).__next__)
+    held.put("checkpoint", ("unet", "clip", "vae"), size_bytes=300)
+    held.put("vae-only", ("vae",), size_bytes=100)
+    held.claim("A", "checkpoint")
+    held.claim("B", "vae-only")
+    dropped = held.without(lambda output: output == "vae", lambda output: 100)
+    assert sorted(dropped) == [("checkpoint", "vae"), ("vae-only", "vae")]
+    assert held.keys() == ["checkpoint"]
+    (item,) = held.items()
+    assert item.size_bytes == 200
+    assert held.get("checkpoint") is None, "a loader must not get a load with a part missing"
+    assert held.all_outputs() == [("unet", "clip", None)], "the rest stays held (and listed)"
+    assert held.without(lambda output: output == "vae", lambda output: 100) == []
+    assert held.claim("B", None) == [], "B's load is gone already"
+    assert held.pop_incomplete("checkpoint") == ("unet", "clip", None)
+    assert len(held) == 0 and held.claim("A", None) == []
+    held.put("complete", ("unet",))
+    assert held.pop_incomplete("complete") is None and held.get("complete") == ("unet",)
+
+
 def test_budget_settings_from_the_environment(retention):
     assert retention.budget_from_environment({}) == retention.RetentionBudget()
     budget = retention.budget_from_environment({"DISTORCH_RETAIN_MAX_MODELS": "3", "DISTORCH_RETAIN_RAM_PERCENT": "20"})
