@@ -6,6 +6,7 @@ import { confirmModelUnload, freeEverything, unloadFlagged, unloadModel } from "
 import { buildPanel, renderMemory } from "./memory_panel.js";
 import { LOADER_CLASSES, attachAllocationPreview, labelDeviceWidgets, redrawGraph } from "./node_widgets.js";
 import { throttle } from "./throttle.js";
+import { mountQueueSection } from "./queue_section.js";
 import { pushStoredBudget, retentionSettings } from "./retention_settings.js";
 import { CONVERT_LABEL, convertMultiGPUNodes } from "./convert_multigpu.js";
 import { FIX_LABEL, offerDeviceFix, offerDeviceFixAfterLoad } from "./fix_devices.js";
@@ -45,8 +46,13 @@ function mountPanel(root) {
   const draw = throttle((report) => renderMemory(body, report, { onUnloadModel, pending }),
     () => setting(SETTING_CAP, DEFAULT_CAP_MS));
   const stop = onMemory(draw);
+  const queue = document.createElement("section");
+  queue.className = "distorch-queue";
+  body.before(queue); // between the buttons and the memory picture
+  const stopQueue = mountQueueSection(queue);
   stopPanel = () => {
     stop();
+    stopQueue();
     draw.cancel();
   };
   fetchMemory().catch((error) => {

@@ -85,7 +85,7 @@ function element(tag, className, text) {
 // A line of short phrases, each kept whole where the width allows: the line breaks between
 // phrases first. `separator` ends every phrase but the last ("·" for lists, "" for a sentence).
 // A part is text or a node (e.g. camelWords).
-function phrases(className, parts, separator = "·") {
+export function phrases(className, parts, separator = "·") {
   const line = element("div", `distorch-phrases ${className ?? ""}`.trim());
   parts.filter((part) => part != null && part !== "").forEach((part, index, all) => {
     if (index > 0) line.append(document.createTextNode(" "));

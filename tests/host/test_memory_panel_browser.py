@@ -363,3 +363,22 @@ def test_no_console_errors_caused_by_the_pack(browser, comfy_core):
     ours = normalized(browser.console.entries)
     caused = sorted(ours - baseline)
     assert caused == [], caused
+
+
+def test_the_queue_section_follows_the_server_queue(host, page):
+    section = page.locator(f"{PANEL} .distorch-queue")
+    section.wait_for(timeout=30_000)
+    done_before = host.get("/distorch/queue")["completed"]
+    text = section.inner_text()
+    assert "nothing waiting" in text and "mode affinity: at most 2 passes" in text, text
+    host.run(graph("ui-queue"))
+    # pushed by the distorch.queue event: the count of finished prompts moves on
+    page.wait_for_function(f"""() => document.querySelector('{PANEL} .distorch-queue')
+                                  .innerText.includes('{done_before + 1} done')""", timeout=30_000)
+    host.request("POST", "/distorch/queue/affinity", {"max_passes": 0})
+    try:
+        page.wait_for_function(f"""() => document.querySelector('{PANEL} .distorch-queue')
+                                      .innerText.includes('mode affinity off')""", timeout=30_000)
+    finally:
+        host.request("POST", "/distorch/queue/affinity", {"max_passes": 2})
+    free_all(host)
