@@ -86,6 +86,16 @@ def load_mode(spec: ModeSpec) -> LoadedMode:
             model, clip = comfy.sd.load_lora_for_models(model, clip, data, lora.strength, lora.strength_clip)
         except Exception as exc:  # a LoRA that does not apply must not take the mode down
             warnings.append(f"mode '{spec.name}': LoRA '{lora.path}' skipped: it could not be applied ({exc})")
+    if spec.attention != "default":
+        from ..distorch.attention import with_attention
+
+        model = with_attention(model, spec.attention)
+        log.info("mode '%s': its diffusion model runs attention '%s'", spec.name, spec.attention)
+    if spec.vae_tiling is not None and vae is not None:
+        from ..distorch.vae_tiling import tiled_vae
+
+        vae = tiled_vae(vae, *spec.vae_tiling)
+        log.info("mode '%s': its VAE decodes in tiles of %d px overlapping by %d px", spec.name, *spec.vae_tiling)
     for warning in warnings:
         log.warning("%s", warning)
     size = _size(model, getattr(clip, "patcher", None), getattr(vae, "patcher", None))

@@ -57,9 +57,15 @@ def _check_allocation(value: str, key: str) -> str | None:
     return None
 
 
+def _check_attention(value: str, key: str) -> str | None:
+    from ..distorch import attention
+
+    return attention.check(value, key)
+
+
 def host_checks() -> Checks:
     return Checks(roots=_host_roots(), check_device=_check_device, check_allocation=_check_allocation,
-                  inspect_model=detect_model, lora_width=lora_context_dim)
+                  check_attention=_check_attention, inspect_model=detect_model, lora_width=lora_context_dim)
 
 
 def _user_dir() -> str | None:

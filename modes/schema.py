@@ -31,7 +31,9 @@ WEIGHT_DTYPES = ("default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2")
 
 TOP_KEYS = ("model_root", "lora_root", "default_mode", "modes", "cache")
 MODE_KEYS = ("model", "loras", "default_size", "default_steps", "default_guidance", "metadata",
-             "compute_device", "allocation", "weight_dtype")
+             "compute_device", "allocation", "weight_dtype", "vae_tiling", "attention")
+VAE_TILING_KEYS = ("tile_size", "overlap")
+DEFAULT_TILE_SIZE, DEFAULT_TILE_OVERLAP = 512, 64  # pixels, as ComfyUI's "VAE Decode (Tiled)" defaults
 LORA_KEYS = ("path", "strength", "strength_clip", "adapter_name")
 CACHE_KEYS = ("max_modes", "max_gb")
 _SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
@@ -60,6 +62,8 @@ class ModeSpec:
     compute_device: str = "default"
     allocation: str = ""
     weight_dtype: str = "default"
+    vae_tiling: tuple[int, int] | None = None  # (tile_size, overlap) in pixels; None = untiled
+    attention: str = "default"                 # the attention this mode's diffusion model uses
     base: str = "unknown"  # the host's model class, from the header
     metadata: dict = field(default_factory=dict, compare=False, hash=False)
 
@@ -73,6 +77,7 @@ class ModeSpec:
                 return None
         parts = {"model": [self.model_file, stamp(self.model_file)], "dtype": self.weight_dtype,
                  "device": self.compute_device, "allocation": self.allocation,
+                 "vae_tiling": self.vae_tiling, "attention": self.attention,
                  "loras": [[l.file, stamp(l.file), l.strength, l.strength_clip, l.skip_reason is None]
                            for l in self.loras]}
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
@@ -88,7 +93,9 @@ class ModeSpec:
                            "adapter_name": l.adapter_name, "skipped": l.skip_reason} for l in self.loras],
                 "width": self.width, "height": self.height, "steps": self.steps, "guidance": self.guidance,
                 "compute_device": self.compute_device, "allocation": self.allocation,
-                "weight_dtype": self.weight_dtype, "metadata": self.metadata}
+                "weight_dtype": self.weight_dtype,
+                "vae_tiling": {"tile_size": self.vae_tiling[0], "overlap": self.vae_tiling[1]} if self.vae_tiling else None,
+                "attention": self.attention, "metadata": self.metadata}
 
 
 @dataclass
@@ -107,6 +114,7 @@ class Checks:
     roots: Roots
     check_device: Callable[[str, str], str | None] = lambda value, key: None        # error or None
     check_allocation: Callable[[str, str], str | None] = lambda value, key: None
+    check_attention: Callable[[str, str], str | None] = lambda value, key: None     # error or None
     inspect_model: Callable[[str], object] | None = None                           # -> header.BaseModel
     lora_width: Callable[[str], int | None] | None = None
 
@@ -164,6 +172,30 @@ def _float_setting(c, mode: dict, path, key, default, low, high):
         c.error(path + (key,), f"{_label(path + (key,))}: {value} is out of range; allowed {low} to {high}")
         return default
     return float(value)
+
+
+def _vae_tiling(c, mode: dict, path) -> tuple[int, int] | None:
+    """``vae_tiling: true`` (the defaults) or ``{tile_size, overlap}`` in pixels; false / absent = untiled."""
+    key_path = path + ("vae_tiling",)
+    value = mode.get("vae_tiling")
+    if value is None or value is False:
+        return None
+    if value is True:
+        return DEFAULT_TILE_SIZE, DEFAULT_TILE_OVERLAP
+    if not isinstance(value, dict):
+        c.error(key_path, f"{_label(key_path)}: {value!r} is not allowed; write true, false or "
+                          f"{{tile_size: {DEFAULT_TILE_SIZE}, overlap: {DEFAULT_TILE_OVERLAP}}} (pixels)")
+        return None
+    _check_keys(c, value, key_path, VAE_TILING_KEYS, _label(key_path))
+    tile = _int_setting(c, value, key_path, "tile_size", DEFAULT_TILE_SIZE, 64, 4096, " pixels")
+    overlap = _int_setting(c, value, key_path, "overlap", DEFAULT_TILE_OVERLAP, 0, 4096, " pixels")
+    if tile % 32:
+        c.error(key_path + ("tile_size",), f"{_label(key_path + ('tile_size',))}: {tile} is not a multiple of 32 "
+                                           "(the VAE works in blocks of 8 latent pixels); use e.g. 512")
+    if overlap * 4 > tile:
+        c.error(key_path + ("overlap",), f"{_label(key_path + ('overlap',))}: {overlap} is more than a quarter of "
+                                         f"tile_size {tile}; use at most {tile // 4}")
+    return tile, overlap
 
 
 def _size(c, mode: dict, path) -> tuple[int, int]:
@@ -315,7 +347,9 @@ def _mode(c, name: str, mode, checks: Checks, roots: Roots) -> ModeSpec | None:
         metadata = {}
     metadata = _json_value(c, metadata, path + ("metadata",))
     text = {}
-    for key, default in (("compute_device", "default"), ("allocation", ""), ("weight_dtype", "default")):
+    vae_tiling = _vae_tiling(c, mode, path)
+    for key, default in (("compute_device", "default"), ("allocation", ""), ("weight_dtype", "default"),
+                         ("attention", "default")):
         value = mode.get(key, default)
         if value is None:
             value = default
@@ -326,7 +360,8 @@ def _mode(c, name: str, mode, checks: Checks, roots: Roots) -> ModeSpec | None:
     if text["weight_dtype"] not in WEIGHT_DTYPES:
         c.error(path + ("weight_dtype",), f"modes.{name}.weight_dtype: '{text['weight_dtype']}' is not allowed; "
                                           f"use one of {', '.join(WEIGHT_DTYPES)}")
-    for key, check in (("compute_device", checks.check_device), ("allocation", checks.check_allocation)):
+    for key, check in (("compute_device", checks.check_device), ("allocation", checks.check_allocation),
+                       ("attention", checks.check_attention)):
         if key in mode and text[key]:
             problem = check(text[key], f"modes.{name}.{key}")
             if problem:
@@ -335,8 +370,8 @@ def _mode(c, name: str, mode, checks: Checks, roots: Roots) -> ModeSpec | None:
         return None
     return ModeSpec(name=name, model=model, model_file=model_file, loras=loras, width=width, height=height,
                     steps=steps, guidance=guidance, compute_device=text["compute_device"] or "default",
-                    allocation=text["allocation"], weight_dtype=text["weight_dtype"],
-                    base=base.label if base is not None else "unknown", metadata=metadata)
+                    allocation=text["allocation"], weight_dtype=text["weight_dtype"], vae_tiling=vae_tiling,
+                    attention=text["attention"] or "default", base=base.label if base is not None else "unknown", metadata=metadata)
 
 
 def build_config(doc: Document, checks: Checks) -> ModesConfig:

@@ -137,7 +137,11 @@ def generate_prompt(mode: str, spec, request: GenerateRequest) -> tuple[dict, in
             "model": ["1", 0], "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0],
             "seed": seed, "steps": sampler_steps, "cfg": cfg, "sampler_name": "euler", "scheduler": "normal",
             "denoise": 1.0}},
-        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
+        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}}
+        if spec.vae_tiling is None else
+        {"class_type": "VAEDecodeTiled", "inputs": {  # the mode asks for a tiled decode
+            "samples": ["5", 0], "vae": ["1", 2], "tile_size": spec.vae_tiling[0], "overlap": spec.vae_tiling[1],
+            "temporal_size": 64, "temporal_overlap": 8}},
         "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0], "filename_prefix": f"distorch-{mode}"}},
     }
     return prompt, seed

@@ -2,7 +2,8 @@
 from the file's header only (no weights are loaded).
 
 Query: file (required, as the loader lists it), folder (diffusion_models | checkpoints |
-text_encoders; default diffusion_models), compute_device (default 'default'), virtual_vram_gb,
+text_encoders | diffusers; default diffusion_models; for diffusers, file is the folder and its
+unet/ weights are planned), compute_device (default 'default'), virtual_vram_gb,
 donor_device, allocation, weight_dtype (as the loader's inputs). 400 with a message on bad input.
 Files: safetensors, and .gguf (ComfyUI-GGUF's format, found in the same folders its loaders look
 in: diffusion_models / unet, text_encoders / clip), planned at the sizes the file stores.
@@ -22,11 +23,25 @@ QUERY_KEYS = ("file", "folder", "compute_device", "virtual_vram_gb", "donor_devi
 MAX_VIRTUAL_VRAM_GB = 1 << 20  # no machine has a PiB to lend; larger is a typo, not a plan
 # folder -> tensor-name prefix of the part that is split
 FOLDERS = {"diffusion_models": "", "unet": "", "checkpoints": "model.diffusion_model.", "text_encoders": "",
-           "clip": ""}
+           "clip": "", "diffusers": ""}
 GGUF_FOLDERS = ("diffusion_models", "unet", "text_encoders", "clip")  # where ComfyUI-GGUF's loaders look
 SAFETENSORS_NOTE = "sizes at the file's dtype (or weight_dtype); ComfyUI may store weights wider on some devices"
 GGUF_NOTE = ("sizes as the .gguf file stores them (quantized); ComfyUI-GGUF keeps them so and dequantizes one "
              "layer at a time on the compute device")
+
+
+def diffusers_weights(name: str) -> str | None:
+    """The diffusion model's weight file of the diffusers folder ``name`` (what the loader splits)."""
+    from ..distorch.diffusers_folder import FolderError, find_folder, read_layout
+
+    try:
+        folder = find_folder(name, "file")
+    except FolderError:
+        return None  # answered as any missing file
+    try:
+        return str(read_layout(folder, "file").weights["unet"])
+    except FolderError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def plan_response(query) -> dict:
@@ -53,7 +68,7 @@ def plan_response(query) -> dict:
     folder = query.get("folder", "diffusion_models")
     if folder not in FOLDERS:
         raise BadRequest(f"folder: '{folder}' is not one of {', '.join(FOLDERS)}")
-    path = folder_paths.get_full_path(folder, name)
+    path = diffusers_weights(name) if folder == "diffusers" else folder_paths.get_full_path(folder, name)
     if path is None:
         raise BadRequest(f"file: '{name}' is not in models/{folder}; GET /models/{folder} lists the files there")
     is_gguf = path.lower().endswith(".gguf")

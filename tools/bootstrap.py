@@ -41,7 +41,7 @@ MODELS_STAMP_NAME = ".distorch-models"
 # Beside the environment's digest stamp: its size when built, so that a cached step need not walk
 # a 6 GB tree (a quarter of a second warm, seconds cold).
 SIZE_RECORD_NAME = ".distorch-size.json"
-MODEL_GENERATORS = ("tools/make_models.py", "tools/make_gguf.py")
+MODEL_GENERATORS = ("tools/make_models.py", "tools/make_gguf.py", "tools/make_diffusers.py")
 # Rough installed sizes, said before a long step so that nobody takes it for a hang.
 EXPECTED_SIZE = {FULL: "about 6.5 GB", CPU: "about 2 GB"}
 

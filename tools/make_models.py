@@ -18,6 +18,8 @@ Writes (skipping files that already exist):
     clip_vision/distorch-test-clip-vision-l.safetensors     ViT-L CLIP vision, detection keys only: it loads
                                                             (ComfyUI warns of missing keys) but the rest of
                                                             its weights are uninitialised, not for encoding
+    diffusers/distorch-test-sd-xs/                          a diffusers-format folder (tools/make_diffusers.py),
+                                                            its weights also linked as single files
 """
 from __future__ import annotations
 
@@ -52,6 +54,7 @@ def import_host(comfyui: Path):
     import comfy.ldm.models.autoencoder
     import comfy.ldm.modules.diffusionmodules.openaimodel
     import comfy.model_detection
+    import comfy.utils
     return comfy
 
 
@@ -222,9 +225,11 @@ def main(argv=None) -> int:
                 state[CHECKPOINT_PREFIXES[part] + key] = tensor
         write(checkpoint, state, save_file)
 
-    import make_gguf  # beside this file (tools/)
+    import make_diffusers  # beside this file (tools/)
+    import make_gguf
 
     make_gguf.write_missing(out / unet_file(1), out / "diffusion_models")
+    make_diffusers.write_missing(comfy, out, out / VAE_FILE, out / CLIP_FILE, seeded_tensor, write)
     return 0
 
 

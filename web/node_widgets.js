@@ -15,11 +15,12 @@ import { deviceOptionLabel, formatBytes } from "./format.js";
 
 export const LOADER_CLASSES = new Set([
   "DisTorchUNETLoader", "DisTorchCLIPLoader", "DisTorchDualCLIPLoader", "DisTorchVAELoader",
-  "DisTorchCheckpointLoader", "DisTorchUnetLoaderGGUF", "DisTorchCLIPLoaderGGUF", "DisTorchDualCLIPLoaderGGUF",
+  "DisTorchCheckpointLoader", "DisTorchDiffusersLoader", "DisTorchUnetLoaderGGUF", "DisTorchCLIPLoaderGGUF",
+  "DisTorchDualCLIPLoaderGGUF",
 ]);
 const DEVICE_WIDGETS = new Set(["compute_device", "clip_device", "vae_device", "donor_device"]);
 const FILE_WIDGETS = { unet_name: "diffusion_models", clip_name: "text_encoders", clip_name1: "text_encoders",
-  ckpt_name: "checkpoints" };
+  ckpt_name: "checkpoints", model_path: "diffusers" };
 const PLAN_INPUTS = ["compute_device", "virtual_vram_gb", "donor_device", "allocation", "weight_dtype"];
 const PREVIEW_DELAY_MS = 400;
 const PREVIEW_WIDGET = "distorch_split_preview";
