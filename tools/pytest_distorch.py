@@ -1,7 +1,9 @@
-"""pytest plugin: collect the repository root as a plain folder, not a package.
+"""pytest plugin (loaded by pyproject's addopts):
 
-The root's __init__.py is the pack's registration for ComfyUI and only imports inside a ComfyUI
-process; pytest would otherwise import it while collecting tests/.
+- collect the repository root as a plain folder, not a package: the root's __init__.py is the
+  pack's registration for ComfyUI and only imports inside a ComfyUI process; pytest would
+  otherwise import it while collecting tests/;
+- skip ``gpu``-marked tests where there is no CUDA device, or fail them under DISTORCH_REQUIRE_GPU=1.
 """
 import os
 from pathlib import Path
