@@ -105,7 +105,8 @@ def main() -> int:
 
     def load(work: Workload, device, allocation=""):
         return loader.load_distorch(unet_name=work.name, weight_dtype="default", compute_device=device,
-                                    keep_loaded=False, virtual_vram_gb=0.0, donor_device="cpu", allocation=allocation)[0]
+                                    keep_loaded=False, virtual_vram_gb=0.0, donor_device="cpu",
+                                    allocation=allocation)[0]
 
     def sampler(work: Workload, model):
         positive, negative = gpu_figures.synthetic_conditioning(torch, work.family)

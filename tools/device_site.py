@@ -55,9 +55,10 @@ def top_level_entries(distribution: metadata.Distribution) -> set[str]:
     """The first path component of each file the distribution installed into its site folder."""
     entries = set()
     for file in distribution.files or []:
-        parts = Path(str(file)).parts
-        if parts and parts[0] not in ("..", "/", "__pycache__") and not parts[0].endswith(".pth") and not Path(str(file)).is_absolute():
-            entries.add(parts[0])
+        path = Path(str(file))
+        if path.parts and not path.is_absolute() and path.parts[0] not in ("..", "__pycache__") \
+                and not path.parts[0].endswith(".pth"):
+            entries.add(path.parts[0])
     return entries
 
 

@@ -39,7 +39,7 @@ import tarfile
 import tempfile
 import time
 import xml.etree.ElementTree as ElementTree
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -145,6 +145,10 @@ def parent_site_dirs_script() -> str:
             "print(json.dumps(dirs))\n")
 
 
+def _max_abs_diff(a: list, b: list) -> float:
+    return max((abs(x - y) for x, y in zip(a, b)), default=0.0)
+
+
 def latent_diffs(split_report: dict) -> dict:
     """The split probe's report without its latents, each share's largest difference from the
     unsplit latent (and the unsplit run's from itself) in their place."""
@@ -155,10 +159,9 @@ def latent_diffs(split_report: dict) -> dict:
     for share, entry in shares.items():
         row = {key: value for key, value in entry.items() if key not in ("latent", "repeat_latent")}
         if whole is not None and entry.get("latent") is not None and len(entry["latent"]) == len(whole):
-            row["latent_max_abs_diff_vs_unsplit"] = max((abs(a - b) for a, b in zip(entry["latent"], whole)), default=0.0)
-        if entry.get("repeat_latent") is not None and whole is not None:
-            row["unsplit_repeat_max_abs_diff"] = max((abs(a - b) for a, b in zip(entry["repeat_latent"], whole)),
-                                                     default=0.0)
+            row["latent_max_abs_diff_vs_unsplit"] = _max_abs_diff(entry["latent"], whole)
+        if whole is not None and entry.get("repeat_latent") is not None:
+            row["unsplit_repeat_max_abs_diff"] = _max_abs_diff(entry["repeat_latent"], whole)
         slim["shares"][share] = row
     return slim
 
@@ -171,82 +174,97 @@ def _cell(value, fmt="{:.4f}") -> str:
     return "—" if value is None else fmt.format(value)
 
 
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows])
+
+
+def _header_lines(summary: dict) -> list[str]:
+    meta, figures = summary["check"], summary.get("figures", {})
+    env, kit = figures.get("environment", {}), figures.get("kit", {})
+    mode = ("DRY RUN on a CPU-only machine: nothing CUDA ran; no figure below is a GPU measurement"
+            if meta["dry_run"] else "GPU run")
+    tree = {True: "matches it", False: "DIFFERS from it", None: "unknown"}[kit.get("pack_matches")]
+    return [f"# GPU check, {meta['started']}: {summary['verdict']}", "",
+            f"- mode: {mode}",
+            f"- machine: {env.get('gpu') or 'no CUDA device'}; driver {env.get('driver') or '—'}; "
+            f"python {env.get('python') or '—'}, torch {env.get('torch') or '—'}, "
+            f"transformers {env.get('transformers') or '—'}",
+            f"- kit: {_mib(kit.get('bytes'))} MiB, built {kit.get('built', '—')} for pack "
+            f"{(kit.get('pack') or {}).get('commit') or '—'}; working tree {tree}",
+            f"- took {meta.get('seconds', 0):.0f} s of a {meta['budget_s']:.0f} s budget"]
+
+
+def _stream_lines(stream: dict) -> list[str]:
+    rows = []
+    for setting, report in sorted(stream.items()):
+        profile, donors = report.get("profile", {}), report.get("donors") or {}
+        per_forward = profile.get("htod_bytes", 0) / max(1, report.get("forwards_profiled", 1))
+        pinned = profile["pinned_htod_bytes"] / profile["htod_bytes"] if profile.get("htod_bytes") else None
+        rows.append([f"{setting} (NUM_STREAMS {report.get('num_streams')})", report.get("device"),
+                     _cell(report.get("step_s")), _cell(profile.get("overlap_fraction"), "{:.1%}"),
+                     profile.get("copies", 0), _mib(per_forward), _mib(report.get("offloaded_bytes")),
+                     _cell(pinned, "{:.1%}"), f"{donors.get('pinned', '—')}/{donors.get('tensors', '—')}"])
+    return ["", "## Offload streams (test DiT, split with the CPU)", ""] + _table(
+        ["streams", "device", "step (s)", "copy time beside kernels", "HtoD copies", "MiB per forward",
+         "offloaded MiB", "pinned share of HtoD bytes", "donors pinned"], rows)
+
+
+def _split_lines(split: dict) -> list[str]:
+    rows = []
+    for share, row in sorted(split["shares"].items(), key=lambda item: int(item[0])):
+        donors, placed = row.get("donors") or {}, row.get("placed_by_device")
+        rows.append([share, _cell(row.get("latent_max_abs_diff_vs_unsplit"), "{:.3g}"), row.get("finite"),
+                     "—" if placed is None else placed == row.get("planned_by_device"),
+                     f"{donors.get('pinned', '—')}/{donors.get('tensors', '—')}",
+                     _mib(row.get("planned_compute_bytes")), _mib(row.get("reserve_bytes")),
+                     _mib(row.get("resident")), _mib(row.get("peak")), row.get("num_streams")])
+    return ["", f"## Split vs unsplit (test UNet, {split.get('device')})", ""] + _table(
+        ["offload %", "latent max diff", "finite", "placed = plan", "donors pinned", "compute MiB", "reserve MiB",
+         "resident MiB", "peak MiB", "streams"], rows)
+
+
+def _bench_lines(name: str, bench: dict) -> list[str]:
+    lines = ["", f"## Benchmark: {name}", ""]
+    cpu, gpu = bench.get("cpu"), bench.get("gpu")
+    if cpu:
+        lines.append(f"CPU section ({cpu['model']}, {cpu['offloaded_bytes'] / MiB:.1f} MiB on the CPU donor): step "
+                     f"unsplit {cpu['unsplit_step_s']:.4f} s, split {cpu['split_step_s']:.4f} s, "
+                     f"ratio {cpu['ratio']:.3f}")
+    if not gpu:
+        return lines + [f"GPU rows: not measured ({bench.get('skipped', 'no GPU section')})."]
+    targets, rows = bench.get("targets", {}), []
+    for row in gpu["rows"]:
+        if "error" in row:
+            rows.append([row["offload_pct"], f"plan impossible: {row['error']}", "", "", "", "", "", "MISSES"])
+            continue
+        rows.append([row["offload_pct"], f"{row['offloaded_bytes'] / GiB:.2f}", f"{row['limit_s']:.4f}",
+                     f"{row['split_s']:.4f}", f"{row['vs_limit']:.3f}", f"{row['lowvram_s']:.4f}",
+                     f"{row['vs_lowvram']:.3f}", "meets both" if row["meets_targets"] else "MISSES"])
+    return lines + [
+        f"{gpu['model']} ({gpu['model_bytes'] / GiB:.2f} GiB), {gpu['steps']} steps at {gpu['size']}x{gpu['size']}; "
+        f"pinned host-to-device {gpu['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s; "
+        f"step fully on the GPU {gpu['full_step_s']:.4f} s", ""] + _table(
+        ["offload %", "GiB offloaded", "limit (s)", "split (s)", f"split / limit (<= {targets.get('vs_limit')})",
+         "lowvram (s)", f"split / lowvram (<= {targets.get('vs_lowvram')})", "verdict"], rows)
+
+
 def render_markdown(summary: dict) -> str:
     """The summary as Markdown tables (what the check prints last)."""
-    meta, figures = summary["check"], summary.get("figures", {})
-    env = figures.get("environment", {})
-    kit = figures.get("kit", {})
-    mode = "DRY RUN on a CPU-only machine: nothing CUDA ran; no figure below is a GPU measurement" \
-        if meta["dry_run"] else "GPU run"
-    lines = [f"# GPU check, {meta['started']}: {summary['verdict']}", "", f"- mode: {mode}",
-             f"- machine: {env.get('gpu') or 'no CUDA device'}; driver {env.get('driver') or '—'}; "
-             f"python {env.get('python') or '—'}, torch {env.get('torch') or '—'}, "
-             f"transformers {env.get('transformers') or '—'}",
-             f"- kit: {_mib(kit.get('bytes'))} MiB, built {kit.get('built', '—')} for pack "
-             f"{(kit.get('pack') or {}).get('commit') or '—'}; working tree "
-             + {True: "matches it", False: "DIFFERS from it", None: "unknown"}[kit.get("pack_matches")],
-             f"- took {meta.get('seconds', 0):.0f} s of a {meta['budget_s']} s budget", "",
-             "## Steps", "", "| step | status | seconds | detail |", "|---|---|---|---|"]
-    for step in summary["steps"]:
-        lines.append(f"| {step['name']} | {step['status']} | {step['seconds']:.1f} | {step['detail'] or ''} |")
+    figures = summary.get("figures", {})
+    lines = _header_lines(summary) + ["", "## Steps", ""] + _table(
+        ["step", "status", "seconds", "detail"],
+        [[s["name"], s["status"], f"{s['seconds']:.1f}", s["detail"] or ""] for s in summary["steps"]])
     if summary.get("tests"):
-        lines += ["", "## GPU tests", "", "| test | outcome | seconds | message |", "|---|---|---|---|"]
-        for test in summary["tests"]:
-            lines.append(f"| {test['id']} | {test['outcome']} | {test['seconds']:.1f} | {test['message']} |")
-    stream = figures.get("stream_probe") or {}
-    if stream:
-        lines += ["", "## Offload streams (test DiT, split with the CPU)", "",
-                  "| streams | device | step (s) | copy time beside kernels | HtoD copies | MiB per forward | "
-                  "offloaded MiB | pinned share of HtoD bytes | donors pinned |", "|---|---|---|---|---|---|---|---|---|"]
-        for setting, report in sorted(stream.items()):
-            profile = report.get("profile", {})
-            per_forward = profile.get("htod_bytes", 0) / max(1, report.get("forwards_profiled", 1))
-            fraction = profile.get("overlap_fraction")
-            pinned_share = (profile["pinned_htod_bytes"] / profile["htod_bytes"]) if profile.get("htod_bytes") else None
-            donors = report.get("donors") or {}
-            lines.append(f"| {setting} (NUM_STREAMS {report.get('num_streams')}) | {report.get('device')} | "
-                         f"{_cell(report.get('step_s'))} | {_cell(fraction, '{:.1%}')} | {profile.get('copies', 0)} | "
-                         f"{_mib(per_forward)} | {_mib(report.get('offloaded_bytes'))} | {_cell(pinned_share, '{:.1%}')} | "
-                         f"{donors.get('pinned', '—')}/{donors.get('tensors', '—')} |")
-    split = figures.get("split_probe") or {}
-    if split.get("shares"):
-        lines += ["", f"## Split vs unsplit (test UNet, {split.get('device')})", "",
-                  "| offload % | latent max diff | finite | placed = plan | donors pinned | compute MiB | reserve MiB | "
-                  "resident MiB | peak MiB | streams |", "|---|---|---|---|---|---|---|---|---|---|"]
-        for share, row in sorted(split["shares"].items(), key=lambda item: int(item[0])):
-            donors = row.get("donors") or {}
-            placed = row.get("placed_by_device")
-            lines.append(
-                f"| {share} | {_cell(row.get('latent_max_abs_diff_vs_unsplit'), '{:.3g}')} | {row.get('finite')} | "
-                f"{'—' if placed is None else placed == row.get('planned_by_device')} | "
-                f"{donors.get('pinned', '—')}/{donors.get('tensors', '—')} | {_mib(row.get('planned_compute_bytes'))} | "
-                f"{_mib(row.get('reserve_bytes'))} | {_mib(row.get('resident'))} | {_mib(row.get('peak'))} | "
-                f"{row.get('num_streams')} |")
+        lines += ["", "## GPU tests", ""] + _table(
+            ["test", "outcome", "seconds", "message"],
+            [[t["id"], t["outcome"], f"{t['seconds']:.1f}", t["message"]] for t in summary["tests"]])
+    if figures.get("stream_probe"):
+        lines += _stream_lines(figures["stream_probe"])
+    if (figures.get("split_probe") or {}).get("shares"):
+        lines += _split_lines(figures["split_probe"])
     for name, bench in sorted((figures.get("bench") or {}).items()):
-        gpu = bench.get("gpu")
-        lines += ["", f"## Benchmark: {name}", ""]
-        if bench.get("cpu"):
-            cpu = bench["cpu"]
-            lines.append(f"CPU section ({cpu['model']}, {cpu['offloaded_bytes'] / MiB:.1f} MiB on the CPU donor): step "
-                         f"unsplit {cpu['unsplit_step_s']:.4f} s, split {cpu['split_step_s']:.4f} s, ratio "
-                         f"{cpu['ratio']:.3f}")
-        if not gpu:
-            lines.append(f"GPU rows: not measured ({bench.get('skipped', 'no GPU section')}).")
-            continue
-        targets = bench.get("targets", {})
-        lines += [f"{gpu['model']} ({gpu['model_bytes'] / GiB:.2f} GiB), {gpu['steps']} steps at {gpu['size']}x{gpu['size']}; "
-                  f"pinned host-to-device {gpu['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s; step fully on the GPU "
-                  f"{gpu['full_step_s']:.4f} s", "",
-                  f"| offload % | GiB offloaded | limit (s) | split (s) | split / limit (<= {targets.get('vs_limit')}) | "
-                  f"lowvram (s) | split / lowvram (<= {targets.get('vs_lowvram')}) | verdict |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for row in gpu["rows"]:
-            if "error" in row:
-                lines.append(f"| {row['offload_pct']} | plan impossible: {row['error']} | | | | | | MISSES |")
-                continue
-            lines.append(f"| {row['offload_pct']} | {row['offloaded_bytes'] / GiB:.2f} | {row['limit_s']:.4f} | "
-                         f"{row['split_s']:.4f} | {row['vs_limit']:.3f} | {row['lowvram_s']:.4f} | "
-                         f"{row['vs_lowvram']:.3f} | {'meets both' if row['meets_targets'] else 'MISSES'} |")
+        lines += _bench_lines(name, bench)
     return "\n".join(lines) + "\n"
 
 
@@ -293,15 +311,17 @@ class Check:
             env["DISTORCH_REQUIRE_GPU"] = "1"
         return env
 
-    def command(self, step: Step, argv: list, timeout: float, env: dict | None = None) -> str:
+    def command(self, step: Step, argv: list, timeout: float, label: str = "") -> str:
         """Run ``argv`` (output to the log), in its own process group so that a timeout ends its
-        children too. Returns the end of its output; raises StepFailed when it fails."""
+        children too. Returns the end of its output; raises StepFailed, naming ``label`` (default:
+        the script or module run), when it fails."""
         argv = [str(a) for a in argv]
+        label = label or (argv[2] if argv[1:2] == ["-m"] else Path(argv[1]).name if len(argv) > 1 else argv[0])
         with open(self.log_path, "a") as log:
             log.write(f"$ {' '.join(argv)}\n")
         start = self.log_path.stat().st_size
         with open(self.log_path, "ab") as log:
-            process = subprocess.Popen(argv, cwd=REPO, env=env or self.environment(), stdout=log,
+            process = subprocess.Popen(argv, cwd=REPO, env=self.environment(), stdout=log,
                                        stderr=subprocess.STDOUT, start_new_session=True)
             try:
                 code = process.wait(timeout=timeout)
@@ -316,7 +336,7 @@ class Check:
             raise StepFailed(f"timed out after {timeout:.0f} s (end of its output in {LOG_NAME})")
         if code != 0:
             last = [line for line in tail.splitlines() if line.strip()][-1:] or [""]
-            raise StepFailed(f"`{Path(argv[1]).name if len(argv) > 1 else argv[0]}` exited {code}: {last[0][:300]}")
+            raise StepFailed(f"{label} exited {code}: {last[0][:300]}")
         return tail
 
     def step(self, name: str, action, cap_key: str | None = None) -> bool:
@@ -334,8 +354,14 @@ class Check:
         try:
             step.detail = action(step, timeout) or ""
             step.status = "ok"
-        except (StepFailed, gpu_kit.KitError, OSError, ValueError, KeyError) as exc:
+        except (StepFailed, gpu_kit.KitError) as exc:
             step.status, step.detail = "failed", str(exc)
+        except subprocess.CalledProcessError as exc:
+            said = [line for line in (exc.stderr or exc.stdout or "").splitlines() if line.strip()][-1:] or [""]
+            step.status, step.detail = "failed", f"{Path(str(exc.cmd[1] if len(exc.cmd) > 1 else exc.cmd[0])).name} " \
+                                                 f"exited {exc.returncode}: {said[0][:300]}"
+        except Exception as exc:  # anything else a step meets: the summary must still be written
+            step.status, step.detail = "failed", f"{type(exc).__name__}: {exc}"
         step.seconds = round(time.monotonic() - started, 1)
         self.say(f"{name}: {step.status} in {step.seconds:.1f} s{': ' + step.detail if step.detail else ''}")
         self.write_summary()
@@ -363,7 +389,8 @@ class Check:
         self.figures["kit"] = {key: manifest.get(key) for key in ("built", "bytes", "pins", "comfyui_version",
                                                                   "comfyui_archive", "pack_matches")}
         self.figures["kit"]["pack"] = {k: v for k, v in (manifest.get("pack") or {}).items() if k != "files"}
-        return f"{manifest['bytes'] / MiB:.1f} MiB, {len(manifest['pins'])} wheels, ComfyUI {manifest['comfyui_version']}"
+        return (f"{manifest['bytes'] / MiB:.1f} MiB, {len(manifest['pins'])} wheels, "
+                f"ComfyUI {manifest['comfyui_version']}")
 
     def base_python(self, timeout: float) -> str:
         """The python whose packages stand for the machine's: this one there; in a dry run a fresh
@@ -372,15 +399,17 @@ class Check:
             return self.python or sys.executable
         source = Path(self.python) if self.python else hostenv.venv_python()
         if not source.exists():
-            raise StepFailed(f"no tests' environment at {source} to stand in for the machine's packages: run `make setup`")
+            raise StepFailed(f"no tests' environment at {source} to stand in for the machine's packages: "
+                             "run `make setup`")
         base = subprocess.run([str(source), "-c", "import sys; print(sys._base_executable)"], capture_output=True,
                               text=True, check=True).stdout.strip()
         stand_in = self.work / "device-python"
         subprocess.run([base, "-m", "venv", "--without-pip", str(stand_in)], check=True, timeout=timeout)
         site_dir = self.work / "device-site"
         linked = json.loads(subprocess.run(
-            [str(source), str(REPO / "tools" / "device_site.py"), "--packages", str(REPO / gpu_kit.DEVICE_PACKAGES_FILE),
-             "--target", str(site_dir)], capture_output=True, text=True, check=True, timeout=timeout).stdout)
+            [str(source), str(REPO / "tools" / "device_site.py"), "--target", str(site_dir),
+             "--packages", str(REPO / gpu_kit.DEVICE_PACKAGES_FILE)],
+            capture_output=True, text=True, check=True, timeout=timeout).stdout)
         self.figures.setdefault("environment", {})["stand_in_packages"] = len(linked["linked"])
         python = hostenv.python_in(stand_in)
         self.purelib(python).joinpath("distorch-device-site.pth").write_text(f"{site_dir}\n")
@@ -414,10 +443,14 @@ class Check:
             else:
                 archive.extractall(self.work)
         self.comfyui = self.work / f"comfyui-{hostenv.HOST_COMFYUI_VERSION}"
-        facts = json.loads(subprocess.run([python, "-c", ENVIRONMENT_FACTS], capture_output=True, text=True, check=True,
-                                          timeout=max(5, deadline - time.monotonic())).stdout)
+        kit_names = [pin.split("==")[0] for pin in self.figures["kit"]["pins"]]
+        facts = json.loads(subprocess.run([python, "-c", ENVIRONMENT_FACTS, *kit_names], capture_output=True, text=True,
+                                          check=True, timeout=max(5, deadline - time.monotonic())).stdout)
         facts["driver"] = nvidia_driver()
         self.figures.setdefault("environment", {}).update(facts)
+        if not self.dry_run and not facts["gpu"]:
+            raise StepFailed(f"torch {facts['torch']} sees no CUDA device here: run the check on a GPU machine, "
+                             "or rehearse it with --dry-run")
         return (f"python {facts['python']}, torch {facts['torch']} (CUDA {facts['cuda'] or 'none'}), "
                 f"{len(wheels)} wheels from the kit; {facts['gpu'] or 'no CUDA device'}")
 
@@ -426,7 +459,7 @@ class Check:
                   "from common import import_host_and_pack\n"
                   f"nodes, pack = import_host_and_pack(Path({str(self.work / 'models')!r}), cpu={self.dry_run!r})\n"
                   "print('host and pack imported:', len(pack.NODE_CLASS_MAPPINGS), 'pack nodes')\n")
-        tail = self.command(step, [self.venv_python, "-c", script], timeout)
+        tail = self.command(step, [self.venv_python, "-c", script], timeout, "importing ComfyUI and the pack")
         return [line for line in tail.splitlines() if line.startswith("host and pack imported")][-1]
 
     def make_models(self, step, timeout) -> str:
@@ -470,12 +503,13 @@ class Check:
         deadline = time.monotonic() + timeout
         reports = self.work / "reports"
         reports.mkdir(exist_ok=True)
-        self.command(step, [self.venv_python, "tests/host/gpu_split_probe.py", "--out", reports / "split-probe.json",
-                            "--device", "cpu", "--shares", "0,50", "--prompts", "2", "--size", "64", "--steps", "1"],
+        self.command(step, [self.venv_python, "tests/host/gpu_split_probe.py", "--device", "cpu",
+                            "--out", reports / "split-probe.json", "--shares", "0,50", "--prompts", "2",
+                            "--size", "64", "--steps", "1"], max(5, deadline - time.monotonic()))
+        self.command(step, [self.venv_python, "tests/host/gpu_stream_probe.py", "--streams", "on", "--device", "cpu",
+                            "--out", reports / "stream-probe-on.json", f"--dit-depth={self.sizes.test_dit}",
+                            "--size", "64", "--steps", "1", "--rounds", "1", "--context-tokens", "16"],
                      max(5, deadline - time.monotonic()))
-        self.command(step, [self.venv_python, "tests/host/gpu_stream_probe.py", "--out", reports / "stream-probe-on.json",
-                            "--streams", "on", "--device", "cpu", f"--dit-depth={self.sizes.test_dit}", "--size", "64",
-                            "--steps", "1", "--rounds", "1", "--context-tokens", "16"], max(5, deadline - time.monotonic()))
         self.collect_reports()
         return "gpu_split_probe.py and gpu_stream_probe.py ran on the CPU (no CUDA figures)"
 
@@ -500,7 +534,8 @@ class Check:
         return action
 
     def run(self) -> int:
-        self.say(f"{'DRY RUN (CPU only) ' if self.dry_run else ''}work folder {self.work}, budget {self.budget_s:.0f} s")
+        self.say(f"{'DRY RUN (CPU only) ' if self.dry_run else ''}work folder {self.work}, "
+                 f"budget {self.budget_s:.0f} s")
         ready = self.step("kit", self.check_kit) and self.step("environment", self.make_environment) \
             and self.step("host import", self.import_host)
         if ready and self.step("models", self.make_models):
@@ -514,8 +549,9 @@ class Check:
         return 0 if all(step.status == "ok" for step in self.steps) else 1
 
 
+# Run by the environment's python with the kit's distribution names as arguments.
 ENVIRONMENT_FACTS = """
-import json, platform, importlib.metadata as md
+import json, platform, sys, importlib.metadata as md
 import torch
 def version(name):
     try:
@@ -523,11 +559,11 @@ def version(name):
     except md.PackageNotFoundError:
         return None
 cuda = torch.cuda.is_available()
-print(json.dumps({"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda if cuda else None,
-                  "gpu": torch.cuda.get_device_name(0) if cuda else None, "gpus": torch.cuda.device_count() if cuda else 0,
-                  "transformers": version("transformers"), "numpy": version("numpy"), "safetensors": version("safetensors"),
-                  "pytest": version("pytest"), "nvidia-ml-py": version("nvidia-ml-py"),
-                  "kit": {name: version(name) for name in ("av", "torchsde", "trampoline", "gguf", "watchdog")}}))
+print(json.dumps({
+    "python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda if cuda else None,
+    "gpu": torch.cuda.get_device_name(0) if cuda else None, "gpus": torch.cuda.device_count() if cuda else 0,
+    **{name: version(name) for name in ("transformers", "numpy", "safetensors", "pytest", "nvidia-ml-py")},
+    "kit": {name: version(name) for name in sys.argv[1:]}}))
 """
 
 

@@ -227,7 +227,8 @@ def build(out: Path, python: str, repo: Path = hostenv.REPO_ROOT, comfyui: Path 
         parts = ", ".join(f"{name} {info['bytes'] / MiB:.1f} MiB" for name, info in
                           sorted(manifest["files"].items(), key=lambda item: -item[1]["bytes"]))
         shutil.rmtree(staging)
-        raise KitError(f"the kit would hold {size / MiB:.1f} MiB, over its {KIT_LIMIT_BYTES / MiB:.0f} MiB limit: {parts}")
+        raise KitError(f"the kit would hold {size / MiB:.1f} MiB, over its {KIT_LIMIT_BYTES / MiB:.0f} MiB limit: "
+                       f"{parts}")
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     manifest["bytes"] = size
@@ -278,9 +279,9 @@ def main(argv=None) -> int:
             build(args.out.resolve(), args.python)
         else:
             manifest = verify(args.kit.resolve())
-            log(f"{args.kit}: {manifest['bytes'] / MiB:.1f} MiB, as recorded; working tree "
-                f"{'matches' if manifest['pack_matches'] else 'differs from' if manifest['pack_matches'] is False else 'unknown vs'}"
-                f" the pack it was built for ({(manifest.get('pack') or {}).get('commit')})")
+            tree = {True: "matches", False: "differs from", None: "unknown vs"}[manifest["pack_matches"]]
+            log(f"{args.kit}: {manifest['bytes'] / MiB:.1f} MiB, as recorded; working tree {tree} the pack it was "
+                f"built for ({(manifest.get('pack') or {}).get('commit')})")
     except KitError as exc:
         print(f"[gpu-kit] {exc}", file=sys.stderr)
         return 1

@@ -24,7 +24,8 @@ def run_probe(script: str, out: Path, *args: str, timeout: float = 900) -> dict:
     with the end of what it printed."""
     command = [sys.executable, str(hostenv.REPO_ROOT / "tests" / "host" / script), "--out", str(out), *args]
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{script} {' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+    assert result.returncode == 0, (f"{script} {' '.join(args)} failed:\n{result.stdout[-2000:]}\n"
+                                    f"{result.stderr[-4000:]}")
     report = json.loads(out.read_text())
     keep = os.environ.get(REPORT_DIR_VARIABLE)
     if keep:

@@ -22,8 +22,8 @@ MiB = 2**20
 def dry_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("gpu-check")
     kit, out, work = folder / "kit", folder / "out", folder / "work"
-    built = subprocess.run([sys.executable, str(hostenv.REPO_ROOT / "tools" / "gpu_kit.py"), "build", "--out", str(kit)],
-                           capture_output=True, text=True, timeout=900)
+    built = subprocess.run([sys.executable, str(hostenv.REPO_ROOT / "tools" / "gpu_kit.py"), "build",
+                            "--out", str(kit)], capture_output=True, text=True, timeout=900)
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-3000:]
     result = subprocess.run(["make", "--no-print-directory", "gpu-check", "GPU_CHECK_DRY_RUN=1", f"OUT={out}",
                              f"GPU_CHECK_ARGS=--kit {kit} --work {work} --python {sys.executable}"],

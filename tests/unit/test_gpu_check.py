@@ -23,7 +23,8 @@ JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="py
 
 
 def test_every_file_with_a_gpu_test_is_run_by_the_check():
-    marked = sorted(str(path.relative_to(hostenv.REPO_ROOT)) for path in (hostenv.REPO_ROOT / "tests").rglob("test_*.py")
+    tests = (hostenv.REPO_ROOT / "tests").rglob("test_*.py")
+    marked = sorted(str(path.relative_to(hostenv.REPO_ROOT)) for path in tests
                     if re.search(r"pytest\.mark\.gpu\b", path.read_text()))
     assert marked == sorted(gpu_check.GPU_TEST_FILES)
 
@@ -147,36 +148,37 @@ def test_the_comfyui_archive_depends_only_on_names_and_contents(tmp_path):
         assert archive.getnames() == ["comfyui-x/main.py", "comfyui-x/comfy/sd.py"]
 
 
-def fake_kit(tmp_path, monkeypatch, payload=b"wheel"):
+def fake_kit(tmp_path, payload=b"wheel"):
     repo = tmp_path / "repo"
     (repo / "tools").mkdir(parents=True)
     (repo / gpu_kit.PINS_FILE).write_text("av==18.1.0\n")
     (repo / "pack.py").write_text("x = 1\n")
     kit = tmp_path / "kit"
-    (kit / "wheels").mkdir(parents=True)
-    (kit / "wheels" / "av-18.1.0-py3-none-any.whl").write_bytes(payload)
+    wheel = kit / "wheels" / "av-18.1.0-py3-none-any.whl"
+    wheel.parent.mkdir(parents=True)
+    wheel.write_bytes(payload)
     manifest = {"format": gpu_kit.KIT_FORMAT, "pins": ["av==18.1.0"], "comfyui_archive": "none",
                 "pins_digest": gpu_kit.pins_digest("av==18.1.0\n"),
                 "files": {"wheels/av-18.1.0-py3-none-any.whl": {"bytes": len(payload),
-                                                                "sha256": gpu_kit.sha256_of(kit / "wheels" / "av-18.1.0-py3-none-any.whl")}},
+                                                                "sha256": gpu_kit.sha256_of(wheel)}},
                 "pack": {"commit": "abc", "files": ["pack.py"], "digest": gpu_kit.files_digest(repo, ["pack.py"])}}
     (kit / gpu_kit.MANIFEST_NAME).write_text(json.dumps(manifest))
     return repo, kit
 
 
-def test_a_complete_kit_verifies_and_says_whether_the_pack_changed(tmp_path, monkeypatch):
-    repo, kit = fake_kit(tmp_path, monkeypatch)
+def test_a_complete_kit_verifies_and_says_whether_the_pack_changed(tmp_path):
+    repo, kit = fake_kit(tmp_path)
     assert gpu_kit.verify(kit, repo)["pack_matches"] is True
     (repo / "pack.py").write_text("x = 2\n")
     assert gpu_kit.verify(kit, repo)["pack_matches"] is False
 
 
-def test_a_changed_wheel_or_other_pins_fail_verification(tmp_path, monkeypatch):
-    repo, kit = fake_kit(tmp_path, monkeypatch)
+def test_a_changed_wheel_or_other_pins_fail_verification(tmp_path):
+    repo, kit = fake_kit(tmp_path)
     (kit / "wheels" / "av-18.1.0-py3-none-any.whl").write_bytes(b"wheeL")
     with pytest.raises(gpu_kit.KitError, match="differs from the kit's record"):
         gpu_kit.verify(kit, repo)
-    repo, kit = fake_kit(tmp_path / "second", monkeypatch)
+    repo, kit = fake_kit(tmp_path / "second")
     (repo / gpu_kit.PINS_FILE).write_text("av==18.2.0\n")
     with pytest.raises(gpu_kit.KitError, match="other pins"):
         gpu_kit.verify(kit, repo)
@@ -219,3 +221,36 @@ def test_the_stand_in_follows_requirements_but_not_extras():
                  "torch": Dist(), "av": Dist()}
     assert device_site.closure({"transformers", "jax"}, installed) == {"transformers", "huggingface-hub", "httpx2",
                                                                         "tokenizers"}
+
+
+# -- DISTORCH_REQUIRE_GPU ---------------------------------------------------------------------------------
+
+def test_require_gpu_decides_between_skip_and_failure():
+    import pytest_distorch
+
+    assert pytest_distorch.gpu_verdict(True, "1") == ("run", "")
+    assert pytest_distorch.gpu_verdict(False, None) == ("skip", pytest_distorch.NO_CUDA)
+    assert pytest_distorch.gpu_verdict(False, "0") == ("skip", pytest_distorch.NO_CUDA)
+    verdict, why = pytest_distorch.gpu_verdict(False, "1")
+    assert verdict == "fail" and why.startswith(pytest_distorch.NO_CUDA) and "DISTORCH_REQUIRE_GPU=1" in why
+    assert pytest_distorch.NO_CUDA.startswith(gpu_check.NO_CUDA)
+
+
+def test_require_gpu_turns_the_no_cuda_skip_into_a_failure():
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the GPU tests run here instead of skipping")
+    command = [sys.executable, "-m", "pytest", "tests/unit/test_memory_gpu.py", "-m", "gpu", "-q",
+               "-p", "no:cacheprovider"]
+    env = {k: v for k, v in os.environ.items() if k != "DISTORCH_REQUIRE_GPU"}
+    skipped = subprocess.run(command, cwd=hostenv.REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert skipped.returncode == 0 and "3 skipped" in skipped.stdout, skipped.stdout[-2000:]
+    required = subprocess.run(command, cwd=hostenv.REPO_ROOT, env={**env, "DISTORCH_REQUIRE_GPU": "1"},
+                              capture_output=True, text=True, timeout=300)
+    assert required.returncode != 0 and "3 error" in required.stdout, required.stdout[-2000:]
+    assert "DISTORCH_REQUIRE_GPU=1 requires one" in required.stdout
