@@ -134,12 +134,12 @@ def _covered(start: float, end: float, merged: list[tuple[float, float]], starts
 
 def copy_kernel_overlap(events: list[dict]) -> dict:
     """From a profile's trace events (torch.profiler's Chrome trace, ``traceEvents``): the
-    host-to-device copies, their bytes (pinned and pageable sources apart), and how much of their
+    host-to-device copies, their bytes (by source: pinned or pageable), and how much of their
     time ran while a kernel ran on another stream. Copies serialised with the kernels (one stream)
     overlap nothing; copies on the host's offload streams overlap the layers computing meanwhile.
     ``overlap_fraction`` is None when the profile holds no host-to-device copy."""
     copies, kernels = [], []
-    pinned_bytes = pageable_bytes = 0
+    total_bytes = pinned_bytes = pageable_bytes = 0
     for event in events:
         if event.get("ph") != "X" or "dur" not in event:
             continue
@@ -151,10 +151,11 @@ def copy_kernel_overlap(events: list[dict]) -> dict:
         elif category == "gpu_memcpy" and "HtoD" in name:
             copies.append(interval)
             size = int(args.get("bytes", 0) or 0)
-            if "Pinned" in name:
-                pinned_bytes += size
-            else:
+            total_bytes += size
+            if "Pageable" in name:
                 pageable_bytes += size
+            elif "Pinned" in name:
+                pinned_bytes += size
     copy_time = sum(end - start for start, end, _ in copies)
     overlapped = 0.0
     for stream in {stream for _, _, stream in copies}:
@@ -171,9 +172,9 @@ def copy_kernel_overlap(events: list[dict]) -> dict:
         "kernel_busy_us": round(kernel_time, 1),
         "overlapped_copy_us": round(overlapped, 1),
         "overlap_fraction": round(overlapped / copy_time, 4) if copy_time else None,
-        "htod_bytes": pinned_bytes + pageable_bytes,
-        "pinned_htod_bytes": pinned_bytes,
-        "pageable_htod_bytes": pageable_bytes,
+        "htod_bytes": total_bytes,
+        "pinned_htod_bytes": pinned_bytes,      # the profiler names the source memory of each copy;
+        "pageable_htod_bytes": pageable_bytes,  # what it names neither is in htod_bytes only
     }
 
 

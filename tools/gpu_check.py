@@ -200,14 +200,14 @@ def _stream_lines(stream: dict) -> list[str]:
     for setting, report in sorted(stream.items()):
         profile, donors = report.get("profile", {}), report.get("donors") or {}
         per_forward = profile.get("htod_bytes", 0) / max(1, report.get("forwards_profiled", 1))
-        pinned = profile["pinned_htod_bytes"] / profile["htod_bytes"] if profile.get("htod_bytes") else None
+        pageable = profile["pageable_htod_bytes"] / profile["htod_bytes"] if profile.get("htod_bytes") else None
         rows.append([f"{setting} (NUM_STREAMS {report.get('num_streams')})", report.get("device"),
                      _cell(report.get("step_s")), _cell(profile.get("overlap_fraction"), "{:.1%}"),
                      profile.get("copies", 0), _mib(per_forward), _mib(report.get("offloaded_bytes")),
-                     _cell(pinned, "{:.1%}"), f"{donors.get('pinned', '—')}/{donors.get('tensors', '—')}"])
+                     _cell(pageable, "{:.2%}"), f"{donors.get('pinned', '—')}/{donors.get('tensors', '—')}"])
     return ["", "## Offload streams (test DiT, split with the CPU)", ""] + _table(
         ["streams", "device", "step (s)", "copy time beside kernels", "HtoD copies", "MiB per forward",
-         "offloaded MiB", "pinned share of HtoD bytes", "donors pinned"], rows)
+         "offloaded MiB", "pageable share of HtoD bytes", "donors pinned"], rows)
 
 
 def _split_lines(split: dict) -> list[str]:
@@ -474,19 +474,17 @@ class Check:
         junit = self.work / "junit.xml"
         try:
             self.command(step, [self.venv_python, "-m", "pytest", *GPU_TEST_FILES, "-m", "gpu", "-q", "-rA",
-                                "-p", "no:cacheprovider",
-                                f"--junitxml={junit}"], timeout)
-        except StepFailed as exc:
-            if not junit.is_file():
+                                "-p", "no:cacheprovider", f"--junitxml={junit}"], timeout)
+        except StepFailed:
+            if not junit.is_file():  # cut short (timeout) or broken before any result: say that
                 raise
-            failure = str(exc)  # pytest exits 1 when a test fails: the verdict below says which
-        else:
-            failure = ""
+            # pytest exits 1 when a test fails: the verdict below names the outcomes
+        finally:
+            self.collect_reports()  # the probes' figures, also from a run cut short
         self.tests = parse_junit(junit.read_text())
-        self.collect_reports()
         passed, text = tests_verdict(self.tests, self.dry_run)
         if not passed:
-            raise StepFailed(text if not failure or self.tests else failure)
+            raise StepFailed(text)
         return text
 
     def collect_reports(self) -> None:

@@ -64,5 +64,7 @@ def test_each_step_copies_the_offloaded_bytes_from_pinned_memory(reports, settin
     assert report["donors"]["pinned"] == report["donors"]["tensors"] > 0, "CPU donor tensors not pinned"
     assert abs(per_forward - report["offloaded_bytes"]) <= 0.02 * report["offloaded_bytes"] + 16 * MiB, (
         f"{per_forward / MiB:.1f} MiB copied per forward, {report['offloaded_bytes'] / MiB:.1f} MiB offloaded")
-    assert profile["pinned_htod_bytes"] >= 0.99 * profile["htod_bytes"], (
-        f"{profile['pageable_htod_bytes'] / MiB:.1f} MiB copied from pageable memory")
+    # The latents and the text context are copied from pageable memory too: a few MiB a step.
+    assert profile["pageable_htod_bytes"] <= 0.01 * profile["htod_bytes"], (
+        f"{profile['pageable_htod_bytes'] / MiB:.1f} MiB of {profile['htod_bytes'] / MiB:.1f} MiB copied from "
+        "pageable memory")

@@ -51,8 +51,9 @@ def test_bytes_are_split_by_source_and_other_events_ignored():
                "args": {"bytes": 5 * MiB}},
               {"ph": "X", "cat": "cpu_op", "name": "aten::copy_", "ts": 0, "dur": 500},
               {"ph": "i", "cat": "kernel", "name": "instant", "ts": 3}]
+    events.append(copy(60, 10, size=2 * MiB, source="Unknown"))
     figures = gpu_figures.copy_kernel_overlap(events)
-    assert figures["htod_bytes"] == 101 * MiB and figures["pinned_htod_bytes"] == 100 * MiB
+    assert figures["htod_bytes"] == 103 * MiB and figures["pinned_htod_bytes"] == 100 * MiB
     assert figures["pageable_htod_bytes"] == MiB and figures["kernels"] == 0
 
 
