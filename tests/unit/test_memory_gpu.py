@@ -48,7 +48,7 @@ def test_cuda_readings_agree_with_mem_get_info_within_the_driver_reserve(du):
 class _HostWithoutTheDevice:
     """A stand-in for comfy.model_management whose current device is not ``cuda:0`` (the CPU), and
     whose own cache clearing does nothing: whatever clears cuda:0 is the pack's pass."""
-    current_loaded_models: list = []
+    current_loaded_models = ()  # no model loaded
 
     @staticmethod
     def get_torch_device():
