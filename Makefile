@@ -16,7 +16,7 @@ RUN_GPU = $(filter --gpu,$(ARGS))
 # Expanded when run's recipe starts, after run-setup: the environment set-up really made ready.
 RUN_PYTHON = $(shell $(PYTHON) tools/hostenv.py python --run $(RUN_GPU))
 
-.PHONY: setup run-setup run test unit bench docs clean-run
+.PHONY: setup run-setup run test unit bench docs clean-run gpu-kit gpu-check
 
 setup:
 	$(PYTHON) tools/bootstrap.py
@@ -41,3 +41,14 @@ clean-run:
 
 docs: setup
 	$(VENV_PYTHON) tools/node_reference.py
+
+# GPU proof kit (docs/gpu-kit-snippet.md). Here: `make gpu-kit` builds .gpu-kit/ (ComfyUI tree +
+# the wheels the lent GPU machine lacks, < 48 MiB). There (or any CUDA machine), with the kit carried:
+# `make gpu-check OUT=DIR` (or `python3 tools/gpu_check.py --out DIR`) runs the GPU tests and
+# benchmark and writes DIR/gpu-check.{json,md,log}. GPU_CHECK_DRY_RUN=1 rehearses every step on
+# the CPU; GPU_CHECK_ARGS passes more options (e.g. --kit DIR, --work DIR).
+gpu-kit: setup
+	$(VENV_PYTHON) tools/gpu_kit.py build
+
+gpu-check:
+	$(PYTHON) tools/gpu_check.py --out "$(OUT)" $(if $(filter 1,$(GPU_CHECK_DRY_RUN)),--dry-run) $(GPU_CHECK_ARGS)

@@ -12,12 +12,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import hostenv  # noqa: E402
 
 
-def import_host_and_pack(models_dir: Path, cpu: bool = True):
-    """Import ComfyUI (pointed at ``models_dir``) and the pack the way ComfyUI loads it."""
+def import_host_and_pack(models_dir: Path, cpu: bool = True, host_args: dict | None = None):
+    """Import ComfyUI (pointed at ``models_dir``) and the pack the way ComfyUI loads it.
+    ``host_args``: ComfyUI command-line settings, by their ``args`` attribute name (e.g.
+    ``{"disable_async_offload": True}`` for --disable-async-offload), set before the host reads them."""
     sys.path.insert(0, str(hostenv.comfyui_dir()))
     import comfy.cli_args
 
     comfy.cli_args.args.cpu = cpu
+    for name, value in (host_args or {}).items():
+        if not hasattr(comfy.cli_args.args, name):
+            raise ValueError(f"ComfyUI has no command-line setting {name!r}")
+        setattr(comfy.cli_args.args, name, value)
     import folder_paths
 
     folder_paths.models_dir = str(models_dir)
@@ -60,6 +66,21 @@ def percentile(values, share: float) -> float:
     """The value at ``share`` (0..1) of the sorted values (nearest rank)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))]
+
+
+def ensure_model_files(unet_depths=(), dit_depths=()) -> Path:
+    """The test UNets / DiTs of these depths (tools/make_models.py --skip-base: no text encoder or
+    VAE), generated when one is missing; their models folder."""
+    from make_models import dit_file, unet_file
+
+    models = hostenv.models_dir()
+    wanted = [unet_file(d) for d in unet_depths] + [dit_file(d) for d in dit_depths]
+    if not all((models / name).is_file() for name in wanted):
+        command = [sys.executable, str(hostenv.REPO_ROOT / "tools" / "make_models.py"), "--comfyui",
+                   str(hostenv.comfyui_dir()), "--out", str(models), "--skip-base"]
+        command += [f"--unet-depth={d}" for d in unet_depths] + [f"--dit-depth={d}" for d in dit_depths]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return models
 
 
 def ensure_models(unet_depth: int) -> Path:

@@ -8,5 +8,6 @@ settings.load_profile("distorch")
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped where none is present")
+    config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped where none is present, a failure with "
+                                       "DISTORCH_REQUIRE_GPU=1 (tools/pytest_distorch.py)")
     config.addinivalue_line("markers", "host: starts a real ComfyUI server")

@@ -4,9 +4,10 @@ Shapes come from ComfyUI's own model classes built on the ``meta`` device, so th
 whatever the host's detection expects; weights are seeded per tensor name, so a file is the same
 on every machine. Run inside the host's virtual environment:
 
-    python tools/make_models.py --comfyui PATH --out DIR [--unet-depth N]
+    python tools/make_models.py --comfyui PATH --out DIR [--unet-depth N] [--dit-depth N] [--skip-base]
 
-Writes (skipping files that already exist):
+Writes (skipping files that already exist; ``--skip-base`` writes only the ``--unet-depth`` /
+``--dit-depth`` models):
     diffusion_models/distorch-test-unet[-dN].safetensors   SD1.5-detected UNet; N transformer blocks
     vae/distorch-test-vae.safetensors                       full SD VAE (84 M params)
     text_encoders/distorch-test-clip-l.safetensors          CLIP-L (123 M params)
@@ -20,6 +21,9 @@ Writes (skipping files that already exist):
                                                             its weights are uninitialised, not for encoding
     diffusers/distorch-test-sd-xs/                          a diffusers-format folder (tools/make_diffusers.py),
                                                             its weights also linked as single files
+    diffusion_models/distorch-test-dit-dN.safetensors       (--dit-depth N) Flux-detected DiT, bf16: N double-
+                                                            and N single-stream blocks at width 3072, about
+                                                            0.95 GiB per N (big layers, for GPU transfer tests)
 """
 from __future__ import annotations
 
@@ -35,6 +39,7 @@ CHECKPOINT_FILE = "checkpoints/distorch-test-sd15.safetensors"
 LORA_FILE = "loras/distorch-test-lora.safetensors"
 CONTROLNET_FILE = "controlnet/distorch-test-controlnet.safetensors"
 CLIP_VISION_FILE = "clip_vision/distorch-test-clip-vision-l.safetensors"
+DIT_FILE = "diffusion_models/distorch-test-dit-d{depth}.safetensors"
 
 CHECKPOINT_PREFIXES = {
     "unet": "model.diffusion_model.",
@@ -52,6 +57,7 @@ def import_host(comfyui: Path):
     import comfy.ops
     import comfy.sd1_clip
     import comfy.ldm.models.autoencoder
+    import comfy.ldm.flux.model
     import comfy.ldm.modules.diffusionmodules.openaimodel
     import comfy.model_detection
     import comfy.utils
@@ -61,6 +67,11 @@ def import_host(comfyui: Path):
 def unet_file(depth: int) -> str:
     """Path (under the models folder) of the test UNet with ``depth`` transformer blocks."""
     return UNET_FILE.format(suffix="" if depth == 1 else f"-d{depth}")
+
+
+def dit_file(depth: int) -> str:
+    """Path (under the models folder) of the test DiT with ``depth`` double- and single-stream blocks."""
+    return DIT_FILE.format(depth=depth)
 
 
 def sd15_unet_config(depth: int) -> dict:
@@ -75,6 +86,44 @@ def sd15_unet_config(depth: int) -> dict:
         "channel_mult": [1], "transformer_depth_middle": -2, "use_linear_in_transformer": False,
         "context_dim": 768, "use_temporal_resblock": False, "use_temporal_attention": False,
     }
+
+
+def flux_dit_config(depth: int) -> dict:
+    """A Flux-architecture DiT the host detects as Flux (guidance-distilled): ``depth`` double-stream
+    and ``depth`` single-stream blocks. The width is Flux's own 3072: the host derives 24 heads of
+    128 from it, so it is no dial. Its linear layers hold 19-66 M parameters each, large enough that
+    moving them, not launching kernels, is what an offloaded step costs on a GPU."""
+    return {
+        "image_model": "flux", "in_channels": 16, "out_channels": 16, "vec_in_dim": 768,
+        "context_in_dim": 4096, "hidden_size": 3072, "mlp_ratio": 4.0, "num_heads": 24,
+        "depth": depth, "depth_single_blocks": depth, "axes_dim": [16, 56, 56], "theta": 10000,
+        "patch_size": 2, "qkv_bias": True, "guidance_embed": True,
+    }
+
+
+def meta_dit(comfy, torch, depth: int):
+    """The test DiT's module tree on the ``meta`` device (shapes only, no memory)."""
+    with torch.device("meta"):
+        return comfy.ldm.flux.model.Flux(**flux_dit_config(depth), operations=comfy.ops.disable_weight_init)
+
+
+def check_dit_detection(comfy, state: dict, depth: int) -> None:
+    """The host must read the generated tensors back as the Flux it was built from (shapes only:
+    works on ``meta`` tensors too)."""
+    config = flux_dit_config(depth)
+    detected = comfy.model_detection.detect_unet_config(state, "")
+    for key, value in config.items():
+        if detected.get(key) != value:
+            raise RuntimeError(f"host detects {key}={detected.get(key)!r}, generator built {value!r}")
+    model_config = comfy.model_detection.model_config_from_unet_config(detected, state)
+    if type(model_config).__name__ != "Flux":
+        raise RuntimeError(f"host matches the generated DiT to {type(model_config).__name__}, not Flux")
+
+
+def build_dit(comfy, torch, depth: int) -> dict:
+    state = materialise(meta_dit(comfy, torch, depth), torch, torch.bfloat16)
+    check_dit_detection(comfy, state, depth)
+    return state
 
 
 def seeded_tensor(name: str, shape, torch):
@@ -184,7 +233,14 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="models folder (ComfyUI layout) to write into")
     parser.add_argument("--unet-depth", type=int, action="append", default=[],
                         help="also write a UNet with this many transformer blocks (size dial); repeatable")
+    parser.add_argument("--dit-depth", type=int, action="append", default=[],
+                        help="also write the Flux-shaped DiT with this many double- and single-stream blocks "
+                             "(about 0.95 GiB each step); repeatable")
+    parser.add_argument("--skip-base", action="store_true",
+                        help="write only the --unet-depth / --dit-depth models, not the base set")
     args = parser.parse_args(argv)
+    if any(depth < 1 for depth in args.unet_depth + args.dit_depth):
+        parser.error("--unet-depth and --dit-depth take a block count of at least 1")
 
     comfy = import_host(args.comfyui)
     import torch
@@ -201,7 +257,7 @@ def main(argv=None) -> int:
             return base_unet
         return build_unet(comfy, torch, depth)
 
-    targets = {
+    targets = {} if args.skip_base else {
         unet_file(1): lambda: unet(1),
         VAE_FILE: lambda: build_vae(comfy, torch),
         CLIP_FILE: lambda: build_clip_l(comfy, torch),
@@ -210,11 +266,14 @@ def main(argv=None) -> int:
         CLIP_VISION_FILE: lambda: build_clip_vision_header(comfy, torch),
     }
     for depth in args.unet_depth:
-        if depth != 1:  # depth 1 is the base file
-            targets[unet_file(depth)] = lambda depth=depth: unet(depth)
+        targets[unet_file(depth)] = lambda depth=depth: unet(depth)
+    for depth in args.dit_depth:
+        targets[dit_file(depth)] = lambda depth=depth: build_dit(comfy, torch, depth)
     for relative, build in targets.items():
         if not (out / relative).exists():
             write(out / relative, build(), save_file)
+    if args.skip_base:
+        return 0
 
     checkpoint = out / CHECKPOINT_FILE
     if not checkpoint.exists():
