@@ -13,6 +13,7 @@ from ..distorch import pipeline
 from ..distorch.diffusers_folder import find_folder, read_layout
 from .loaders import CATEGORY, add_split_inputs, device_input, keep_loaded_input, validate_allocation, with_tooltips
 
+LOADED_PARTS = ("unet", "vae", "text_encoder", "text_encoder_2")  # what comfy.diffusers_load reads
 TOOLTIPS = {
     "model_path": "A diffusers-format folder (model_index.json with unet/, vae/, text_encoder/) under "
                   "models/diffusers. Stable Diffusion 1.x / 2.x and SDXL layouts, as ComfyUI's diffusers loader reads.",
@@ -61,7 +62,8 @@ class DisTorchDiffusersLoader(core_nodes.DiffusersLoader):
         from ..distorch.assets import ensure_assets
 
         folder = find_folder(model_path)
-        ensure_assets(folder, repo=hf_repo.strip() or None, offline=True if offline else None)
+        # model_index.json and the configs of the parts the host's loader reads, before any weight
+        ensure_assets(folder, repo=hf_repo.strip() or None, offline=True if offline else None, parts=LOADED_PARTS)
         layout = read_layout(folder)
         unet_weights = str(layout.weights["unet"])
         request = pipeline.build_request(

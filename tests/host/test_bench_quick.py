@@ -94,3 +94,9 @@ def test_bench_queue_quick_prints_affinity_figures():
     assert {"wall time (s)", "mode loads from disk", "mode switches", "worst delay (positions)"} <= set(rows), out
     off, on = rows["mode loads from disk"]
     assert on < off, out  # alternating modes: affinity reads the disk less
+
+
+def test_bench_vae_tiling_quick_shows_tiled_decoding_uses_less_ram():
+    out = run_quick("bench_vae_tiling.py")
+    match = re.search(r"^peak RAM growth \(MiB\)\s+(\d+)\s+(\d+)\s+([\d.]+)$", out, re.M)
+    assert match and int(match.group(2)) < int(match.group(1)), out

@@ -272,3 +272,49 @@ def test_fingerprint_follows_the_files_and_settings(tmp_path, root):
     assert load(text.replace("}", ", weight_dtype: fp8_e5m2}"), tmp_path).modes["a"].fingerprint() != first
     (root / "sd" / "a.safetensors").write_bytes(b"changed content")
     assert load(text, tmp_path).modes["a"].fingerprint() != first
+
+
+# ---- per-mode options: vae_tiling and attention (the host's attention registry is a check) ----
+
+
+def mode(root, extra: str) -> str:
+    return f"model_root: {root}\nmodes:\n  a:\n    model: sd/a.safetensors\n" + "".join(
+        f"    {line}\n" for line in extra.splitlines())
+
+
+def attention_check(value, key):
+    return None if value in ("default", "pytorch", "split") else f"{key}: '{value}' is not an attention function"
+
+
+@pytest.mark.parametrize("written, expected", [
+    ("vae_tiling: true", (512, 64)),
+    ("vae_tiling: false", None),
+    ("vae_tiling: {tile_size: 256}", (256, 64)),
+    ("vae_tiling: {tile_size: 1024, overlap: 128}", (1024, 128)),
+])
+def test_vae_tiling_forms(tmp_path, root, written, expected):
+    assert load(mode(root, written), tmp_path).modes["a"].vae_tiling == expected
+
+
+@pytest.mark.parametrize("written, words", [
+    ("vae_tiling: yes please", ["vae_tiling", "write true, false or {tile_size: 512, overlap: 64}"]),
+    ("vae_tiling: {tile_size: 272, overlap: 16}", ["tile_size", "272 is not a multiple of 32"]),
+    ("vae_tiling: {tile_size: 32}", ["tile_size", "out of range", "64 to 4096"]),
+    ("vae_tiling: {tile_size: 256, overlap: 128}", ["overlap", "more than a quarter", "at most 64"]),
+    ("vae_tiling: {tile: 256}", ["unknown key 'tile'", "did you mean 'tile_size'"]),
+    ("attention: flashy", ["attention", "'flashy' is not an attention function"]),
+])
+def test_bad_options_give_one_located_error_each(tmp_path, root, written, words):
+    (problem,) = errors(mode(root, written), tmp_path, check_attention=attention_check)
+    for word in words:
+        assert word in problem.message, problem.message
+    assert problem.line == 5  # the option's own line
+
+
+def test_options_change_the_fingerprint_and_show_in_the_description(tmp_path, root):
+    plain = load(mode(root, ""), tmp_path, check_attention=attention_check).modes["a"]
+    tuned = load(mode(root, "vae_tiling: true\nattention: split"), tmp_path, check_attention=attention_check).modes["a"]
+    assert tuned.attention == "split" and plain.attention == "default"
+    assert tuned.fingerprint() != plain.fingerprint()  # the cache keeps them apart
+    assert tuned.describe()["vae_tiling"] == {"tile_size": 512, "overlap": 64}
+    assert plain.describe()["vae_tiling"] is None

@@ -9,6 +9,9 @@
   worker while a test queues others behind it. Its ``tag`` makes each prompt distinct.
 - ``DisTorchTestOtherLoader`` is "another pack's loader": it builds a diffusion model with the host's
   own ``comfy.sd.load_diffusion_model``, for the place nodes.
+- ``distorch_test_counting`` is an attention function registered with the host's registry: it
+  counts its calls and runs the host's basic attention. ``DisTorchTestAttentionCalls`` shows the
+  count, so a test can see which model ran which attention.
 Installed only into test hosts' custom_nodes/; never shipped.
 """
 import comfy.model_management as mm
@@ -105,5 +108,42 @@ class Gate:
         return {"ui": {"text": [tag]}}
 
 
-NODE_CLASS_MAPPINGS = {"DisTorchTestGate": Gate, "DisTorchTestOtherLoader": OtherLoader, "DisTorchTestRaiseOOM": RaiseOOM, "DisTorchTestBreakUnload": BreakUnload,
+ATTENTION_CALLS = {"count": 0}
+
+
+def _register_counting_attention():
+    import comfy.ldm.modules.attention as attention
+
+    if not hasattr(attention, "register_attention_function"):
+        return
+
+    def counting(*args, **kwargs):
+        ATTENTION_CALLS["count"] += 1
+        return attention.attention_basic(*args, **kwargs)
+
+    attention.register_attention_function("distorch_test_counting", counting)
+
+
+_register_counting_attention()
+
+
+class AttentionCalls:
+    CATEGORY = "DisTorch/tests"
+    RETURN_TYPES = ()
+    FUNCTION = "report"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"after": ("LATENT",)}}
+
+    @classmethod
+    def IS_CHANGED(cls, after):
+        return float("nan")  # always runs: it reports a counter
+
+    def report(self, after):
+        return {"ui": {"text": [str(ATTENTION_CALLS["count"])]}}
+
+
+NODE_CLASS_MAPPINGS = {"DisTorchTestAttentionCalls": AttentionCalls, "DisTorchTestGate": Gate, "DisTorchTestOtherLoader": OtherLoader, "DisTorchTestRaiseOOM": RaiseOOM, "DisTorchTestBreakUnload": BreakUnload,
                        "DisTorchTestPurge": Purge}
