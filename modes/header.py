@@ -87,15 +87,42 @@ class BaseModel:
     """What the host detects: its model class (``SD15``, ``SDXL``, ...) and cross-attention width."""
     family: str | None          # None: the host does not recognise it
     context_dim: int | None
-    kind: str                   # "checkpoint", "diffusion_model" or "unknown"
+    kind: str                   # "checkpoint", "diffusion_model", "diffusers" or "unknown"
 
     @property
     def label(self) -> str:
         return self.family or "unknown"
 
 
+# where ComfyUI's diffusers loader finds a folder's UNet (comfy/diffusers_load.py), safetensors only
+DIFFUSERS_UNET_FILES = ("unet/diffusion_pytorch_model.fp16.safetensors", "unet/diffusion_pytorch_model.safetensors")
+
+
+def detect_diffusers_folder(folder: Path) -> BaseModel:
+    """A diffusers-format folder's base model, from its UNet's header (the host's diffusers
+    detection on shapes only)."""
+    unet = next((Path(folder) / name for name in DIFFUSERS_UNET_FILES if (Path(folder) / name).is_file()), None)
+    if unet is None:
+        return BaseModel(None, None, "diffusers")
+    state = shape_only_state_dict(read_header(unet))
+    import comfy.model_detection as detection
+
+    try:
+        config = detection.model_config_from_diffusers_unet(state)
+    except Exception as exc:
+        log.debug("diffusers detection of %s failed on shapes only: %s", unet, exc)
+        config = None
+    if config is None:
+        return BaseModel(None, None, "diffusers")
+    context = (getattr(config, "unet_config", {}) or {}).get("context_dim")
+    return BaseModel(type(config).__name__, int(context) if isinstance(context, int) else None, "diffusers")
+
+
 def detect_model(path: str | Path) -> BaseModel:
-    """Detect the base model of a checkpoint or diffusion-model file from its header."""
+    """Detect the base model of a checkpoint or diffusion-model file (or a diffusers-format
+    folder) from its header."""
+    if Path(path).is_dir():
+        return detect_diffusers_folder(Path(path))
     if not str(path).lower().endswith(SAFETENSORS_SUFFIXES):
         return BaseModel(None, None, "unknown")
     header = read_header(path)

@@ -39,6 +39,7 @@ def _size(*patchers) -> int:
 
 def load_mode(spec: ModeSpec) -> LoadedMode:
     """Read the mode's files and build its models (the cold path; the cache decides when)."""
+    import comfy.diffusers_load
     import comfy.sd
     import comfy.utils
     import folder_paths
@@ -59,12 +60,23 @@ def load_mode(spec: ModeSpec) -> LoadedMode:
                                    (0.0, "cpu", spec.allocation) if spec.allocation else None)]
     if kind != "diffusion_model":
         parts += [pipeline.part_request("clip", "default"), pipeline.part_request("vae", "default")]
+    checked = (spec.model_file,)
+    if kind == "diffusers":
+        from ..distorch.assets import ensure_assets
+        from ..distorch.diffusers_folder import read_layout
+
+        # configs first, never weights; offline as the environment says (DISTORCH_OFFLINE, HF_HUB_OFFLINE)
+        ensure_assets(spec.model_file, parts=("unet", "vae", "text_encoder", "text_encoder_2"))
+        checked = (str(read_layout(spec.model_file, f"modes.{spec.name}.model").weights["unet"]),)
     request = pipeline.build_request(NODE_CLASS, f"{spec.name}: {spec.model}", False, parts,
                                      pipeline.FileCheck("checkpoints", (spec.model,), "checkpoint",
-                                                        f"mode '{spec.name}'", paths=(spec.model_file,)),
+                                                        f"mode '{spec.name}'", paths=checked),
                                      name=f"mode '{spec.name}'")
 
     def host_load():
+        if kind == "diffusers":
+            return comfy.diffusers_load.load_diffusers(
+                spec.model_file, embedding_directory=folder_paths.get_folder_paths("embeddings"))
         if kind == "diffusion_model":
             return comfy.sd.load_diffusion_model(spec.model_file, model_options=options), None, None
         out = comfy.sd.load_checkpoint_guess_config(

@@ -3,7 +3,9 @@
 Rules (README, "Modes"):
 - ``model_root`` set: ``model`` is relative to it (an absolute path must lie inside it).
 - otherwise: first a path under ComfyUI's models directory (``checkpoints/x.safetensors``), else a
-  name in the ``checkpoints`` folders, then in the ``diffusion_models`` folders.
+  name in the ``checkpoints`` folders, then in the ``diffusion_models`` folders, then in the
+  ``diffusers`` folders.
+- A model may be a diffusers-format folder (one holding ``model_index.json``); a LoRA is a file.
 - LoRAs: relative to ``lora_root``; default ``model_root`` when set, else ComfyUI's ``loras`` folders.
 - Nothing may resolve outside the roots: ``..`` that climbs out, absolute paths elsewhere and
   links whose target lies outside every root are refused. A root may itself be a link.
@@ -27,6 +29,7 @@ class Roots:
     models_dir: Path | None = None                      # ComfyUI's models directory
     checkpoint_dirs: tuple[Path, ...] = field(default_factory=tuple)
     diffusion_dirs: tuple[Path, ...] = field(default_factory=tuple)
+    diffusers_dirs: tuple[Path, ...] = field(default_factory=tuple)
     lora_dirs: tuple[Path, ...] = field(default_factory=tuple)
 
     def model_search(self) -> list[tuple[str, Path]]:
@@ -36,6 +39,7 @@ class Roots:
         found = [("ComfyUI models directory", self.models_dir)] if self.models_dir else []
         found += [("checkpoints folder", d) for d in self.checkpoint_dirs]
         found += [("diffusion_models folder", d) for d in self.diffusion_dirs]
+        found += [("diffusers folder", d) for d in self.diffusers_dirs]
         return found
 
     def lora_search(self) -> list[tuple[str, Path]]:
@@ -94,9 +98,12 @@ def _lookup(name: str, search: list[tuple[str, Path]], what: str) -> Path:
         if not any(_within(real, root) for root in real_roots):
             raise PathRefused(f"{what} '{name}' is a link to {real}, outside the allowed folders ({described}); "
                               "links may only point inside them: move or copy the file in")
+        if what == "model" and real.is_dir() and (real / "model_index.json").is_file():
+            return real  # a diffusers-format folder
         if not real.is_file():
-            kind = "a folder" if real.is_dir() else "not a regular file"
-            raise PathRefused(f"{what} '{name}' is {kind} ({candidate}); name a model file")
+            kind = "a folder without model_index.json" if real.is_dir() else "not a regular file"
+            raise PathRefused(f"{what} '{name}' is {kind} ({candidate}); name a model file"
+                              + (" or a diffusers-format folder" if what == "model" else ""))
         return real
     raise PathRefused(f"{what} '{name}' not found; looked in {described}. Check the spelling, or put the file there")
 

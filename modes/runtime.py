@@ -33,7 +33,8 @@ def _host_roots() -> Roots:
             return ()
 
     return Roots(models_dir=Path(folder_paths.models_dir), checkpoint_dirs=folders("checkpoints"),
-                 diffusion_dirs=folders("diffusion_models"), lora_dirs=folders("loras"))
+                 diffusion_dirs=folders("diffusion_models"), diffusers_dirs=folders("diffusers"),
+                 lora_dirs=folders("loras"))
 
 
 def _check_device(value: str, key: str) -> str | None:

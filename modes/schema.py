@@ -332,7 +332,8 @@ def _mode(c, name: str, mode, checks: Checks, roots: Roots) -> ModeSpec | None:
         except HeaderError as exc:
             c.error(path + ("model",), f"modes.{name}.model: {exc}")
         else:
-            if base.family is None and model_file.lower().endswith((".safetensors", ".sft")):
+            if base.family is None and (model_file.lower().endswith((".safetensors", ".sft"))
+                                        or os.path.isdir(model_file)):
                 c.warn(path + ("model",), f"modes.{name}.model: ComfyUI does not recognise the model in "
                                           f"'{model}' from its header; loading may fail")
     width, height = _size(c, mode, path)
@@ -360,6 +361,10 @@ def _mode(c, name: str, mode, checks: Checks, roots: Roots) -> ModeSpec | None:
     if text["weight_dtype"] not in WEIGHT_DTYPES:
         c.error(path + ("weight_dtype",), f"modes.{name}.weight_dtype: '{text['weight_dtype']}' is not allowed; "
                                           f"use one of {', '.join(WEIGHT_DTYPES)}")
+    if model_file is not None and os.path.isdir(model_file) and text["weight_dtype"] != "default":
+        c.error(path + ("weight_dtype",), f"modes.{name}.weight_dtype: '{text['weight_dtype']}' does not apply to a "
+                                          "diffusers folder (ComfyUI's diffusers loader keeps the files' dtype); "
+                                          "remove it, or use a single-file model")
     for key, check in (("compute_device", checks.check_device), ("allocation", checks.check_allocation),
                        ("attention", checks.check_attention)):
         if key in mode and text[key]:
@@ -391,7 +396,7 @@ def build_config(doc: Document, checks: Checks) -> ModesConfig:
     lora_root = _root(c, top, "lora_root", base_dir)
     roots = Roots(model_root=model_root, lora_root=lora_root, models_dir=roots.models_dir,
                   checkpoint_dirs=roots.checkpoint_dirs, diffusion_dirs=roots.diffusion_dirs,
-                  lora_dirs=roots.lora_dirs)
+                  diffusers_dirs=roots.diffusers_dirs, lora_dirs=roots.lora_dirs)
     cache_modes, cache_gb = DEFAULT_CACHE_MODES, DEFAULT_CACHE_GB
     if top.get("cache") is not None:
         if not isinstance(top["cache"], dict):

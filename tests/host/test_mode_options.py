@@ -16,9 +16,24 @@ pytestmark = pytest.mark.host
 FAULT_NODES = hostenv.REPO_ROOT / "tests" / "host" / "fault_nodes"
 
 
+def diffusers_folder(root, model_cache) -> str:
+    """The synthetic diffusers folder inside the modes root: its configs copied, its weights linked."""
+    source = model_cache / "diffusers" / "distorch-test-sd-xs"
+    for item in source.rglob("*"):
+        if item.is_file():
+            target = root / "sd-xs" / item.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if item.suffix == ".json":
+                target.write_bytes(item.read_bytes())
+            else:
+                target.symlink_to(item.resolve())
+    return "sd-xs"
+
+
 @pytest.fixture(scope="module")
 def host(tmp_path_factory, model_cache):
     root = modes_setup.make_model_root(tmp_path_factory.mktemp("options-root"), model_cache)
+    folder = diffusers_folder(root, model_cache)
     modes_file = tmp_path_factory.mktemp("options-modes") / "modes.yaml"
     modes_file.write_text(f"model_root: {root}\nmodes:\n  plain: {{model: {modes_setup.CHECKPOINT_A}}}\n")
     server = ComfyHost(hostenv.comfyui_dir(), tmp_path_factory.mktemp("host-options"), model_cache, hostenv.REPO_ROOT,
@@ -35,6 +50,7 @@ modes:
     vae_tiling: {{tile_size: 64, overlap: 16}}
   counted: {{model: {modes_setup.CHECKPOINT_A}, default_size: "64x64", default_steps: 1,
             attention: distorch_test_counting}}
+  folder: {{model: {folder}, default_size: "64x64", default_steps: 1, allocation: "0.5"}}
 """)
     status, body = server.request("POST", "/distorch/modes/reload")
     assert status == 200, body
@@ -123,3 +139,12 @@ def test_generate_uses_the_tiled_decoder_node(host):
     status, plain = host.request("POST", "/distorch/generate", {"mode": "plain", "prompt": "a red cube", "seed": 1})
     plain_entry = host.wait(plain["prompt_id"])
     assert plain_entry["prompt"][2]["6"]["class_type"] == "VAEDecode"
+
+
+def test_a_mode_can_name_a_diffusers_folder(host):
+    modes = {m["name"]: m for m in host.get("/distorch/modes")["modes"]}
+    assert modes["folder"]["base"] == "SD15", modes["folder"]  # detected from the folder's UNet header
+    mark = len(host.log_text())
+    host.run(with_seed(graph("folder"), 5))
+    log = host.log_text()[mark:]
+    assert "mode 'folder'" in log and "cpu (donor)" in log, log[-2000:]  # loaded and split as the mode says

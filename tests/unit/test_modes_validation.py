@@ -318,3 +318,15 @@ def test_options_change_the_fingerprint_and_show_in_the_description(tmp_path, ro
     assert tuned.fingerprint() != plain.fingerprint()  # the cache keeps them apart
     assert tuned.describe()["vae_tiling"] == {"tile_size": 512, "overlap": 64}
     assert plain.describe()["vae_tiling"] is None
+
+
+def test_a_model_may_be_a_diffusers_folder_but_not_any_folder(tmp_path, root):
+    (root / "sd" / "folder" / "unet").mkdir(parents=True)
+    (root / "sd" / "folder" / "model_index.json").write_text("{}")
+    (root / "sd" / "plain").mkdir()
+    spec = load(mode(root, "").replace("sd/a.safetensors", "sd/folder"), tmp_path).modes["a"]
+    assert spec.model_file == str((root / "sd" / "folder").resolve())
+    (problem,) = errors(mode(root, "").replace("sd/a.safetensors", "sd/plain"), tmp_path)
+    assert "is a folder without model_index.json" in problem.message and "diffusers-format folder" in problem.message
+    (problem,) = errors(mode(root, "weight_dtype: fp8_e4m3fn").replace("sd/a.safetensors", "sd/folder"), tmp_path)
+    assert "does not apply to a diffusers folder" in problem.message
