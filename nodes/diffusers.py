@@ -11,7 +11,7 @@ import nodes as core_nodes
 
 from ..distorch import pipeline
 from ..distorch.diffusers_folder import find_folder, read_layout
-from .loaders import CATEGORY, add_split_inputs, device_input, keep_loaded_input, validate_allocation, with_tooltips
+from .loaders import CATEGORY, validate_allocation, with_part_devices, with_tooltips
 
 LOADED_PARTS = ("unet", "vae", "text_encoder", "text_encoder_2")  # what comfy.diffusers_load reads
 TOOLTIPS = {
@@ -37,17 +37,7 @@ class DisTorchDiffusersLoader(core_nodes.DiffusersLoader):
     def INPUT_TYPES(cls):
         inputs = with_tooltips(core_nodes.DiffusersLoader.INPUT_TYPES())
         inputs["required"]["model_path"] = (inputs["required"]["model_path"][0], {"tooltip": TOOLTIPS["model_path"]})
-        inputs["required"]["compute_device"] = device_input(
-            "Device that runs the diffusion model (unet/). 'default' = the device ComfyUI would choose.")
-        inputs["required"]["clip_device"] = device_input(
-            "Device that runs the text encoder(s). 'default' = the device ComfyUI would choose for them.")
-        inputs["required"]["vae_device"] = device_input(
-            "Device that runs the VAE. 'default' = the device ComfyUI would choose for it.")
-        inputs["required"]["keep_loaded"] = keep_loaded_input()
-        inputs = add_split_inputs(inputs)
-        for name in ("virtual_vram_gb", "allocation"):  # the split applies to the diffusion model
-            options = inputs["optional"][name][1]
-            options["tooltip"] = "Diffusion model only. " + options["tooltip"]
+        inputs = with_part_devices(inputs, "the diffusion model (unet/)", "the text encoder(s)")
         inputs["optional"]["hf_repo"] = ("STRING", {"default": "", "advanced": True, "tooltip": TOOLTIPS["hf_repo"]})
         inputs["optional"]["offline"] = ("BOOLEAN", {"default": False, "advanced": True,
                                                      "tooltip": TOOLTIPS["offline"]})

@@ -99,6 +99,24 @@ def with_pack_inputs(inputs: dict, runs: str, split: bool = True) -> dict:
     return add_split_inputs(inputs) if split else inputs
 
 
+def with_part_devices(inputs: dict, diffusion_model: str = "the diffusion model",
+                      text_encoder: str = "the text encoder") -> dict:
+    """A loader of a whole model (checkpoint, diffusers folder): a device for each part,
+    keep_loaded, and the split inputs, which split its diffusion model."""
+    inputs["required"]["compute_device"] = device_input(
+        f"Device that runs {diffusion_model}. 'default' = the device ComfyUI would choose.")
+    inputs["required"]["clip_device"] = device_input(
+        f"Device that runs {text_encoder}. 'default' = the device ComfyUI would choose for it.")
+    inputs["required"]["vae_device"] = device_input(
+        "Device that runs the VAE. 'default' = the device ComfyUI would choose for it.")
+    inputs["required"]["keep_loaded"] = keep_loaded_input()
+    inputs = add_split_inputs(inputs)
+    for name in ("virtual_vram_gb", "allocation"):  # the split applies to the diffusion model
+        options = inputs["optional"][name][1]
+        options["tooltip"] = "Diffusion model only. " + options["tooltip"]
+    return inputs
+
+
 def device_input(tooltip: str):
     return (device_utils.device_choices(), {"default": device_utils.DEFAULT_DEVICE, "tooltip": tooltip})
 
@@ -225,19 +243,7 @@ class DisTorchCheckpointLoader(core_nodes.CheckpointLoaderSimple):
 
     @classmethod
     def INPUT_TYPES(cls):
-        inputs = with_tooltips(core_nodes.CheckpointLoaderSimple.INPUT_TYPES())
-        inputs["required"]["compute_device"] = device_input(
-            "Device that runs the diffusion model. 'default' = the device ComfyUI would choose.")
-        inputs["required"]["clip_device"] = device_input(
-            "Device that runs the text encoder. 'default' = the device ComfyUI would choose for it.")
-        inputs["required"]["vae_device"] = device_input(
-            "Device that runs the VAE. 'default' = the device ComfyUI would choose for it.")
-        inputs["required"]["keep_loaded"] = keep_loaded_input()
-        inputs = add_split_inputs(inputs)
-        for name in ("virtual_vram_gb", "allocation"):  # the split applies to the diffusion model
-            options = inputs["optional"][name][1]
-            options["tooltip"] = "Diffusion model only. " + options["tooltip"]
-        return inputs
+        return with_part_devices(with_tooltips(core_nodes.CheckpointLoaderSimple.INPUT_TYPES()))
 
     @classmethod
     def VALIDATE_INPUTS(cls, allocation=""):
