@@ -10,7 +10,7 @@ from latents import saved_image, saved_latent
 pytestmark = pytest.mark.host
 
 PACK_NODES = {"DisTorchUNETLoader", "DisTorchCLIPLoader", "DisTorchDualCLIPLoader",
-              "DisTorchVAELoader", "DisTorchCheckpointLoader", "DisTorchModeSwitch",
+              "DisTorchVAELoader", "DisTorchCheckpointLoader", "DisTorchDiffusersLoader", "DisTorchModeSwitch",
               "DisTorchPlaceModel", "DisTorchPlaceCLIP", "DisTorchPlaceVAE", *ORDER}
 
 

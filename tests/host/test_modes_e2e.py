@@ -404,12 +404,18 @@ def test_sighup_reloads_the_file(comfy_modes, modes_files):
 
 
 def test_queued_prompts_switch_modes_in_queue_order(comfy_modes, modes_files):
+    """With mode affinity off (first come, first served): tests/host/test_queue_priorities.py
+    checks the order affinity gives."""
     root, modes_file = modes_files
     text, names = fresh_modes(root)
     apply_modes(comfy_modes, modes_file, text)
     order = [names["x"], names["y"], names["x"], names["y"]]
-    ids = [comfy_modes.queue(light_graph(mode)) for mode in order]
-    entries = [comfy_modes.wait(prompt_id) for prompt_id in ids]
+    assert comfy_modes.request("POST", "/distorch/queue/affinity", {"max_passes": 0})[0] == 200
+    try:
+        ids = [comfy_modes.queue(light_graph(mode)) for mode in order]
+        entries = [comfy_modes.wait(prompt_id) for prompt_id in ids]
+    finally:
+        comfy_modes.request("POST", "/distorch/queue/affinity", {"max_passes": 2})
     assert [e["status"]["status_str"] for e in entries] == ["success"] * 4
     assert [switch_ui(e)["mode"] for e in entries] == order
     finished = [e["status"]["messages"][-1][1]["timestamp"] for e in entries]
