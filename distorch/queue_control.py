@@ -142,7 +142,12 @@ class QueueControl:
         def get(timeout=None):
             with queue.not_empty:
                 if not queue.queue:
+                    # wait here, so the choice is made once a prompt is there; the host's get then
+                    # gets only what is left of the timeout (its worker times its gc by it)
+                    started = time.monotonic()
                     queue.not_empty.wait(timeout=timeout)
+                    if timeout is not None:
+                        timeout = max(0.0, timeout - (time.monotonic() - started))
                 try:
                     self.reorder(queue)
                 except Exception as exc:  # never break the host's worker loop

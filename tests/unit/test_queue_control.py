@@ -75,9 +75,13 @@ def test_the_worker_takes_a_prompt_of_the_loaded_mode_first_and_the_queue_shows_
 
 
 def test_get_still_waits_for_a_prompt_and_times_out_as_the_hosts_does(mm, queue):
+    import time
+
     control = QueueControl(loaded_modes=lambda: {"b"})
     control.install(queue)
-    assert queue.get(timeout=0.05) is None
+    started = time.monotonic()
+    assert queue.get(timeout=0.3) is None
+    assert time.monotonic() - started < 0.55  # the timeout once, not twice (the worker times its gc by it)
     threading.Timer(0.1, queue.put, [item(1, "late", "a")]).start()
     assert queue.get(timeout=5)[0][1] == "late"
     control.uninstall(queue)
