@@ -28,17 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import alternate, ensure_models, import_host_and_pack, median, percentile  # noqa: E402
+from hostenv import link_or_copy  # noqa: E402
 from make_models import CHECKPOINT_FILE, unet_file  # noqa: E402
-
-
-def link_or_copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        import shutil
-
-        shutil.copyfile(source, target)
 
 
 def alternate_prepared(rounds: int, contenders: dict) -> dict:

@@ -47,7 +47,6 @@ def with_attention(patcher, name: str):
     def override(default_function, *args, **kwargs):
         return chosen(*args, **kwargs)
 
-    override.distorch_attention = name
     clone = patcher.clone()
     options = clone.model_options.setdefault("transformer_options", {})
     options[OVERRIDE_KEY] = override

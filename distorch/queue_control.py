@@ -23,8 +23,8 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-from .scheduler import (NORMAL, RANK_SPAN, RANKS, Pending, PriorityError, next_to_run, parse_priority,
-                        queue_number, rank_of_number)
+from .scheduler import (NORMAL, RANKS, Pending, PriorityError, next_to_run, parse_priority, queue_number,
+                        rank_of_number, replay)
 
 log = logging.getLogger("distorch.queue")
 
@@ -183,7 +183,7 @@ class QueueControl:
 
     def uninstall(self, queue=None) -> bool:
         queue = queue or self._queue
-        if queue is None or WRAP_MARKER not in getattr(queue.__dict__.get("get"), "__dict__", {}):
+        if queue_control(queue) is not self:
             return False
         for name in ("get", "task_done", *NOTIFYING):
             if hasattr(queue.__dict__.get(name), WRAP_MARKER):
@@ -201,10 +201,8 @@ class QueueControl:
         return [(item, self._view(item)) for item in items]
 
     def _view(self, item) -> Pending:
-        number, prompt_id = item[0], item[1]
-        rank = rank_of_number(number)
-        front = number - (rank - NORMAL) * RANK_SPAN < 0
-        return Pending(str(prompt_id), rank, prompt_mode(item[2]), front, self.passed.get(str(prompt_id), 0))
+        rank, front = rank_of_number(item[0])
+        return Pending(str(item[1]), rank, prompt_mode(item[2]), front, self.passed.get(str(item[1]), 0))
 
     def reorder(self, queue) -> int:
         """Before the host pops: let affinity choose (called with the queue's lock held)."""
@@ -286,29 +284,17 @@ class QueueControl:
                              "run_early": stats.run_early},
             }
 
-    def position_of(self, prompt_id: str) -> int | None:
-        """How many prompts run before ``prompt_id`` if nothing more is queued: the scheduler
-        replayed on the queue as it is (priorities, and affinity with a cache of one mode)."""
-        views = [view for _, view in self.pending()]
-        if all(view.key != prompt_id for view in views):
-            return None
-        loaded = set(self.loaded_modes())
-        max_passes = self.max_passes()
-        passed = {view.key: view.passed for view in views}
-        ahead = 0
-        while views:
-            current = [Pending(v.key, v.rank, v.mode, v.front, passed.get(v.key, 0)) for v in views]
-            index = next_to_run(current, loaded, max_passes)
-            for skipped in current[:index]:
-                passed[skipped.key] += 1
-            chosen = views.pop(index)
-            if chosen.key == prompt_id:
-                return ahead
-            ahead += 1
-            if chosen.mode is not None:
-                loaded = {chosen.mode}
-        return None
-
+    def prompts_before(self, prompt_id: str) -> int | None:
+        """How many prompts run before ``prompt_id`` if nothing more is queued: the running ones,
+        then the queued ones as the scheduler would take them (priorities, and affinity with a
+        modes cache of one mode); 0 once it runs, None when it is neither queued nor running."""
+        with self._lock:
+            running = [run["prompt_id"] for run in self.stats.running.values()]
+        if prompt_id in running:
+            return 0
+        order = [view.key for view in replay([view for _, view in self.pending()], set(self.loaded_modes()),
+                                                self._max_passes)]
+        return len(running) + order.index(prompt_id) if prompt_id in order else None
 
 def queue_control(queue) -> QueueControl | None:
     """The QueueControl installed on this queue object (carried by its ``get`` wrapper), or None."""

@@ -45,11 +45,11 @@ def queue_number(rank: int, counter: int) -> float:
     return float(counter + (rank - NORMAL) * RANK_SPAN)
 
 
-def rank_of_number(number: float) -> int:
-    """The rank a queue number belongs to (front prompts, numbered -counter by the host, are
-    normal ones put at the head of the normal rank)."""
-    offset = round(number / RANK_SPAN)
-    return max(0, min(len(RANKS) - 1, NORMAL + offset))
+def rank_of_number(number: float) -> tuple[int, bool]:
+    """(rank, queued with front) of a queue number: ``queue_number`` read back. Front prompts
+    count down from the rank's base (the host numbers its own -counter: normal, at the head)."""
+    rank = max(0, min(len(RANKS) - 1, NORMAL + round(number / RANK_SPAN)))
+    return rank, number - (rank - NORMAL) * RANK_SPAN < 0
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,22 @@ def next_to_run(pending: Sequence[Pending], loaded: Collection[str], max_passes:
             passed_over = pending[:index]
             return index if all(p.passed < max_passes for p in passed_over) else 0
     return 0
+
+
+def replay(pending: Sequence[Pending], loaded: Collection[str], max_passes: int) -> list[Pending]:
+    """The order ``pending`` runs in if nothing more is queued, each prompt's mode the only one
+    loaded once it ran (a modes cache of one mode)."""
+    waiting, passed, order, loaded = list(pending), {p.key: p.passed for p in pending}, [], set(loaded)
+    while waiting:
+        current = [Pending(p.key, p.rank, p.mode, p.front, passed[p.key]) for p in waiting]
+        index = next_to_run(current, loaded, max_passes)
+        for skipped in current[:index]:
+            passed[skipped.key] += 1
+        chosen = waiting.pop(index)
+        order.append(chosen)
+        if chosen.mode is not None:
+            loaded = {chosen.mode}
+    return order
 
 
 def switches(modes: Sequence[str | None], loaded_mode: str | None = None) -> int:

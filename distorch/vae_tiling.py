@@ -19,5 +19,4 @@ def tiled_vae(vae, tile_size: int, overlap: int):
         return type(vae).decode_tiled(tiled, samples, tile_x=tile, tile_y=tile, overlap=margin)
 
     tiled.decode = decode
-    tiled.distorch_tiling = (tile_size, overlap)
     return tiled

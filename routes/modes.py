@@ -148,19 +148,12 @@ def generate_prompt(mode: str, spec, request: GenerateRequest) -> tuple[dict, in
 
 
 def _prompts_before(prompt_id: str) -> int | None:
-    """How many prompts run before ``prompt_id``: the running ones, and the queued ones the
-    scheduler takes first (priorities and mode affinity, as things stand). None where the queue
-    is not the pack's to read."""
+    """How many prompts run before ``prompt_id`` (priorities and mode affinity counted), or None
+    where the queue is not the pack's to read."""
     from ..distorch.queue_control import queue_control
 
     control = queue_control(getattr(host_server(), "prompt_queue", None))
-    if control is None:
-        return None
-    report = control.report()
-    if any(run["prompt_id"] == prompt_id for run in report["running"]):
-        return 0  # the worker took it already
-    ahead = control.position_of(prompt_id)
-    return None if ahead is None else ahead + len(report["running"])
+    return None if control is None else control.prompts_before(prompt_id)
 
 
 async def _wait_for(prompt_id: str, timeout: float) -> dict | None:

@@ -122,7 +122,7 @@ def plan_response(query) -> dict:
             described = request.describe()
             budgets = plan_budgets(modules, request, room)
             requested = requested_bytes(request, sum(m.bytes for m in modules))
-            why = explain_plan(modules, request, room, plan)
+            why = explain_plan(modules, request, room, plan, budgets)
     except ValueError as exc:  # device names, allocation grammar, plan errors, unreadable header
         raise BadRequest(str(exc)) from None
     total = sum(m.bytes for m in modules) or 1

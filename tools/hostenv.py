@@ -156,6 +156,19 @@ def comfyui_gguf_dir() -> Path | None:
     return next((path for path in comfyui_gguf_candidates() if (path / "nodes.py").is_file()), None)
 
 
+def link_or_copy(source: Path, target: Path) -> None:
+    """``target`` as a hard link to ``source`` (a copy where links cannot be made); kept if present."""
+    import shutil
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        return
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
 def requirements_digest() -> str:
     digest = hashlib.sha256()
     for name in REQUIREMENT_FILES:

@@ -19,8 +19,9 @@ the single-file loaders read exactly the same weights.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from hostenv import link_or_copy  # beside this file (tools/)
 
 FOLDER = "diffusers/distorch-test-sd-xs"
 SINGLE_FILES = {  # where the single-file loaders find the same weights (hard links)
@@ -97,18 +98,6 @@ def build_unet(comfy, torch, seeded) -> dict:
     return {to_diffusers[name]: tensor for name, tensor in ldm.items()}
 
 
-def link(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        return
-    try:
-        os.link(source, target)
-    except OSError:
-        import shutil
-
-        shutil.copyfile(source, target)
-
-
 def write_missing(comfy, out: Path, vae_file: Path, clip_file: Path, seeded, write) -> Path:
     """Write the folder under ``out`` (what is missing of it) and the single-file links."""
     import torch
@@ -122,11 +111,11 @@ def write_missing(comfy, out: Path, vae_file: Path, clip_file: Path, seeded, wri
     for relative, build in weights.items():
         if not (folder / relative).exists():
             write(folder / relative, build(), save_file)
-    link(clip_file, folder / "text_encoder" / "model.safetensors")
+    link_or_copy(clip_file, folder / "text_encoder" / "model.safetensors")
     for part, config in CONFIGS.items():
         (folder / part).mkdir(parents=True, exist_ok=True)
         (folder / part / "config.json").write_text(json.dumps(config, indent=1) + "\n")
     (folder / "model_index.json").write_text(json.dumps(MODEL_INDEX, indent=1) + "\n")
     for relative, single in SINGLE_FILES.items():
-        link(folder / relative, out / single)
+        link_or_copy(folder / relative, out / single)
     return folder

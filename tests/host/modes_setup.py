@@ -8,26 +8,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import struct
 from pathlib import Path
 
 import workflows
+from hostenv import link_or_copy
 
 CHECKPOINT_A = "sd15/a.safetensors"
 CHECKPOINT_B = "sd15/b.safetensors"
 LORA = "loras/detail.safetensors"
 SDXL_LORA = "loras/sdxl-lora.safetensors"
-
-
-def link_or_copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():
-        return
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
 
 
 def write_safetensors(path: Path, tensors: dict[str, tuple[str, list[int], bytes]]) -> None:

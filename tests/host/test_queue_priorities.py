@@ -14,7 +14,7 @@ import hostenv
 import queue_setup
 from comfy_host import ComfyHost
 from queue_setup import gate_prompt, hold, post, run_order
-from distorch.scheduler import NORMAL, Pending, next_to_run, switches
+from distorch.scheduler import NORMAL, Pending, replay, switches
 
 pytestmark = pytest.mark.host
 SCHEMA = json.loads((hostenv.REPO_ROOT / "schemas" / "distorch_queue.schema.json").read_text())
@@ -115,17 +115,8 @@ def test_an_unknown_priority_is_refused_naming_the_allowed_ones(setup, body, wor
 
 def simulated(modes: list[str], loaded: str | None, max_passes: int) -> list[int]:
     """The order the pure scheduler gives, for comparison with the server's."""
-    queue = [Pending(str(i), NORMAL, m) for i, m in enumerate(modes)]
-    passed, order, current = {}, [], {loaded} - {None}
-    while queue:
-        view = [Pending(p.key, p.rank, p.mode, p.front, passed.get(p.key, 0)) for p in queue]
-        index = next_to_run(view, current, max_passes)
-        for skipped in queue[:index]:
-            passed[skipped.key] = passed.get(skipped.key, 0) + 1
-        chosen = queue.pop(index)
-        order.append(int(chosen.key))
-        current = {chosen.mode}
-    return order
+    return [int(p.key) for p in replay([Pending(str(i), NORMAL, m) for i, m in enumerate(modes)],
+                                       {loaded} - {None}, max_passes)]
 
 
 def alternate_modes(host, gates, max_passes: int) -> tuple[list[str], list[int], int]:

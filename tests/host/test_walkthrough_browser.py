@@ -9,7 +9,7 @@ import re
 import pytest
 
 import hostenv
-from ui_browser import widget_center
+from ui_browser import screenshot, widget_center
 
 pytestmark = pytest.mark.host
 
@@ -37,19 +37,6 @@ def page(browser, comfy):
     page.evaluate("async (workflow) => { await app.loadGraphData(workflow); }", json.loads(EXAMPLE.read_text()))
     page.wait_for_timeout(500)
     return page
-
-
-def shot(page, name: str, around: str | None = None, margin: int = 30):
-    """Save test-artifacts/<name>.png: the page, or the part around the element ``around``."""
-    from ui_browser import ARTIFACTS
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    clip = None
-    if around is not None:
-        box = page.locator(around).first.bounding_box()
-        clip = {"x": max(0, box["x"] - margin), "y": max(0, box["y"] - margin),
-                "width": box["width"] + 2 * margin, "height": box["height"] + 2 * margin}
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), clip=clip)
 
 
 def node_clip(page, node: str, below: int = 70) -> dict:
@@ -82,10 +69,7 @@ def test_1_a_loader_lists_this_machines_devices_with_their_free_memory(page):
     menu = page.locator(".litecontextmenu").bounding_box()
     right, bottom = max(clip["x"] + clip["width"], menu["x"] + menu["width"] + 20), \
         max(clip["y"] + clip["height"], menu["y"] + menu["height"] + 20)
-    from ui_browser import ARTIFACTS
-
-    page.screenshot(path=str(ARTIFACTS / "walkthrough-device-menu.png"),
-                    clip={**clip, "width": right - clip["x"], "height": bottom - clip["y"]})
+    screenshot(page, "walkthrough-device-menu", {**clip, "width": right - clip["x"], "height": bottom - clip["y"]})
     page.locator(".litecontextmenu .litemenu-entry", has_text="default").first.click()  # keep the default
     page.locator(".litecontextmenu").wait_for(state="detached", timeout=10_000)
 
@@ -96,9 +80,7 @@ def test_2_the_split_preview_says_where_the_weights_go_and_why(page, comfy):
     split, why = text.split("\n")
     assert re.fullmatch(r"split: cpu \d+% \([\d.]+ MiB\) · cpu \(donor\) \d+% \([\d.]+ MiB\)", split), text
     assert re.match(r"\d+% requested on cpu, \d+% kept: ", why), text
-    from ui_browser import ARTIFACTS
-
-    page.screenshot(path=str(ARTIFACTS / "walkthrough-split-preview.png"), clip=node_clip(page, UNET_NODE))
+    screenshot(page, "walkthrough-split-preview", node_clip(page, UNET_NODE))
 
 
 def test_3_run_saves_an_image(page, comfy):
@@ -126,7 +108,7 @@ def test_4_the_panel_shows_each_model_with_its_part_and_loader(page, comfy):
     for words in ("diffusion model · DisTorchUNETLoader", "text encoder · DisTorchCLIPLoader",
                   "VAE · DisTorchVAELoader"):
         assert words in joined.replace("\n", " ").replace("\xa0", " "), joined
-    shot(page, "walkthrough-panel", around=".distorch-memory-tab", margin=0)
+    screenshot(page, "walkthrough-panel", page.locator(".distorch-memory-tab").first.bounding_box())
 
 
 def test_5_unload_on_a_row_unloads_that_model_only(page, comfy):

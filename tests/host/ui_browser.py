@@ -113,10 +113,11 @@ def close_templates_dialog(page) -> None:
     dialog.wait_for(state="detached", timeout=10_000)
 
 
-def screenshot(page, name: str) -> Path:
+def screenshot(page, name: str, clip: dict | None = None) -> Path:
+    """test-artifacts/<name>.png: the page, or the ``clip`` area of it (x, y, width, height)."""
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path))
+    page.screenshot(path=str(path), clip=clip)
     return path
 
 

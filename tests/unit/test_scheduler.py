@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from distorch.scheduler import (NORMAL, RANKS, Pending, PriorityError, next_to_run, parse_priority,
-                                queue_number, rank_of_number, switches)
+                                queue_number, rank_of_number, replay, switches)
 
 
 def test_priorities_parse_case_insensitively_and_default_to_normal():
@@ -24,8 +24,10 @@ def test_queue_numbers_order_by_rank_then_arrival_and_keep_the_hosts_number_for_
     numbers = {counter: queue_number(RANKS.index(rank), counter) for rank, counter in arrivals}
     assert numbers[2] == 2.0 and numbers[5] == 5.0
     assert sorted(numbers, key=numbers.get) == [3, 6, 4, 2, 5, 1, 7]
-    assert [rank_of_number(numbers[c]) for c, _ in enumerate(arrivals, 1)] == [3, 2, 0, 1, 2, 0, 3]
-    assert rank_of_number(-12.0) == NORMAL  # the host's front number
+    assert [rank_of_number(numbers[c]) for c, _ in enumerate(arrivals, 1)] == [
+        (3, False), (2, False), (0, False), (1, False), (2, False), (0, False), (3, False)]
+    assert rank_of_number(-12.0) == (NORMAL, True)  # the host's front number
+    assert rank_of_number(queue_number(1, -5)) == (1, True)  # a high prompt queued with front
 
 
 def pend(*items, passed=None):
@@ -103,17 +105,11 @@ def test_random_queues_respect_rank_the_bound_and_never_starve(arrivals, max_pas
 
 
 def run_all(modes, max_passes):
-    queue = [Pending(str(i), NORMAL, m) for i, m in enumerate(modes)]
-    passed, order, loaded = {}, [], None
-    while queue:
-        view = [Pending(p.key, p.rank, p.mode, p.front, passed.get(p.key, 0)) for p in queue]
-        index = next_to_run(view, {loaded} - {None}, max_passes)
-        for skipped in queue[:index]:
-            passed[skipped.key] = passed.get(skipped.key, 0) + 1
-        chosen = queue.pop(index)
-        order.append(chosen.mode + chosen.key)
-        loaded = chosen.mode
-    return order, max(passed.values(), default=0)
+    """(run order as mode + arrival index, the most times any prompt was passed)."""
+    order = replay([Pending(str(i), NORMAL, m) for i, m in enumerate(modes)], set(), max_passes)
+    ran = [int(p.key) for p in order]
+    worst = max((sum(1 for later in ran[:ran.index(i)] if later > i) for i in ran), default=0)
+    return [f"{modes[i]}{i}" for i in ran], worst
 
 
 def test_an_alternating_queue_switches_less_with_affinity_within_the_bound():
