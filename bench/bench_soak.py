@@ -72,21 +72,16 @@ def prompt_for(index: int) -> dict:
     }
 
 
-def wait_for_flow(host: ComfyHost, since: float, body: dict, timeout: float = 60.0) -> dict:
-    """The memory report once a /free flow started after ``since`` has finished (pressing again if
-    ComfyUI 0.3.75's worker missed the wake-up, as tests/host/test_memory_flow.py explains)."""
+def wait_for_flow(host: ComfyHost, since: float, timeout: float = 60.0) -> dict:
+    """The memory report once a /free flow started after ``since`` has finished (one press)."""
     deadline = time.monotonic() + timeout
-    next_press = time.monotonic() + 2.0
     while time.monotonic() < deadline:
         document = host.get("/internal/memory")
         last = document["last_unload"]
         if last and last["at"] > since and last.get("completed_at"):
             return document
-        if time.monotonic() > next_press:
-            host.request("POST", "/free", body)
-            next_press = time.monotonic() + 2.0
         time.sleep(0.05)
-    raise TimeoutError(f"no completed /free flow after {timeout}s:\n{host.log_tail()}")
+    raise TimeoutError(f"no completed /free flow {timeout}s after one press:\n{host.log_tail()}")
 
 
 def soak(host: ComfyHost, prompts: int, window_start: int, log=print) -> dict:
@@ -103,7 +98,7 @@ def soak(host: ComfyHost, prompts: int, window_start: int, log=print) -> dict:
             since = time.time()
             status, _ = host.request("POST", "/free", body)
             assert status == 200
-            document = wait_for_flow(host, since, body)
+            document = wait_for_flow(host, since)
             rss_after_free[index] = document["ram"]["process_rss"]
             if index % 100 == 0 or index == prompts:
                 log(f"# prompt {index}: RSS {rss_after_free[index] / 2**20:.0f} MiB, models listed "

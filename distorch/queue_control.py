@@ -142,12 +142,16 @@ class QueueControl:
         def get(timeout=None):
             with queue.not_empty:
                 if not queue.queue:
-                    # wait here, so the choice is made once a prompt is there; the host's get then
-                    # gets only what is left of the timeout (its worker times its gc by it)
-                    started = time.monotonic()
+                    if getattr(queue, "flags", None) and timeout is not None:
+                        # flags are waiting (POST /free): hand the worker back to its flag check now
+                        return None
+                    # wait here, so the choice is made once a prompt is there
                     queue.not_empty.wait(timeout=timeout)
-                    if timeout is not None:
-                        timeout = max(0.0, timeout - (time.monotonic() - started))
+                    if not queue.queue and timeout is not None:
+                        # woken by set_flag (POST /free) or timed out with nothing queued: return as the
+                        # host's get does, so its worker reaches its flag check (or its gc) now. Passing
+                        # the wake-up on to the host's get would leave the worker asleep for up to 1000 s.
+                        return None
                 try:
                     self.reorder(queue)
                 except Exception as exc:  # never break the host's worker loop

@@ -147,14 +147,8 @@ def add_routes(routes) -> None:
         if free_memory or force:
             host.prompt_queue.set_flag("free_memory", True)
         deadline = time.monotonic() + (timeout if wait else 0)
-        next_wake = time.monotonic() + 0.5
         while control.flows_completed < target and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-            if time.monotonic() >= next_wake and control.flows_started < target:
-                # The host's worker can miss set_flag's wake-up while it runs its gc pass (it then
-                # sleeps until the next prompt): wake it again until it has picked the flags up.
-                _wake_worker(host.prompt_queue)
-                next_wake = time.monotonic() + 0.5
         done = control.flows_completed >= target
         result = {"force": force, "free_memory": free_memory or force,
                   "status": "done" if done else "queued", "before": _summary(before)}
@@ -196,14 +190,6 @@ def _require_loaded(model: str, document: dict) -> None:
     shown = model if len(model) <= 40 else model[:40] + "..."
     raise BadRequest(f"'model' {shown!r} is not a loaded model; loaded: {loaded or 'none'}. Take the id from "
                      "GET /internal/memory (models[].id); nothing was unloaded", loaded=ids)
-
-
-def _wake_worker(queue) -> None:
-    condition = getattr(queue, "not_empty", None)
-    if condition is None:
-        return
-    with condition:
-        condition.notify()
 
 
 class MemoryEvents:

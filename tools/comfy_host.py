@@ -79,8 +79,11 @@ class ComfyHost:
 
     def command(self) -> list[str]:
         """main.py and its arguments (run with the ComfyUI folder as working directory)."""
+        # a database of its own: servers sharing one tree would fight over the tree's default one
+        database = [] if "--database-url" in self.extra_args else [
+            "--database-url", f"sqlite:///{self.base_dir / 'comfyui.db'}"]
         return ["main.py", *(["--cpu"] if self.cpu else []), "--base-directory", str(self.base_dir),
-                "--listen", "127.0.0.1", "--port", str(self.port), *self.extra_args]
+                "--listen", "127.0.0.1", "--port", str(self.port), *database, *self.extra_args]
 
     def start(self, timeout: float = 180.0) -> "ComfyHost":
         self.prepare()

@@ -9,7 +9,6 @@ import { formatBytes, modelPart } from "./format.js";
 
 const MANAGER_FREE_BODY = { unload_models: true, free_memory: true };
 const FLOW_TIMEOUT_MS = 60000;
-const REPRESS_MS = 2000; // the host's worker can miss a wake-up: press again, as the README says
 const STEP_MS = 250;
 
 function toast(severity, summary, detail) {
@@ -54,16 +53,11 @@ function sameFlow(a, b) {
 
 async function waitForUnloadFlow(previous) {
   const started = Date.now();
-  let lastPress = started;
   while (Date.now() - started < FLOW_TIMEOUT_MS) {
     await new Promise((resolve) => setTimeout(resolve, STEP_MS));
     const document = await fetchMemory();
     const flow = document.last_unload;
     if (flow && !sameFlow(flow, previous) && flow.completed_at) return document;
-    if ((!flow || sameFlow(flow, previous)) && Date.now() - lastPress > REPRESS_MS) {
-      await postJson("/free", MANAGER_FREE_BODY);
-      lastPress = Date.now();
-    }
   }
   throw new Error(`ComfyUI did not run the unload within ${FLOW_TIMEOUT_MS / 1000} s (a prompt may be running)`);
 }

@@ -2,6 +2,7 @@
 numbers through the on_prompt handler, affinity reorders just before the worker pops, and every
 wrapper comes off again."""
 import threading
+import time
 
 import pytest
 
@@ -75,8 +76,6 @@ def test_the_worker_takes_a_prompt_of_the_loaded_mode_first_and_the_queue_shows_
 
 
 def test_get_still_waits_for_a_prompt_and_times_out_as_the_hosts_does(mm, queue):
-    import time
-
     control = QueueControl(loaded_modes=lambda: {"b"})
     control.install(queue)
     started = time.monotonic()
@@ -85,6 +84,53 @@ def test_get_still_waits_for_a_prompt_and_times_out_as_the_hosts_does(mm, queue)
     threading.Timer(0.1, queue.put, [item(1, "late", "a")]).start()
     assert queue.get(timeout=5)[0][1] == "late"
     control.uninstall(queue)
+
+
+def _worker_get(queue, timeout, result):
+    """The host's prompt worker: one get with its idle timeout, then (in the caller) the flag check."""
+    started = time.monotonic()
+    result.append(queue.get(timeout=timeout))
+    result.append(time.monotonic() - started)
+
+
+@pytest.mark.parametrize("max_passes", [0, 2], ids=["affinity-off", "affinity-on"])
+def test_set_flag_wakes_an_idle_worker_at_once(mm, queue, max_passes):
+    """POST /free calls set_flag, which notifies the worker waiting in get. The wrapper must give
+    that wake-up back (return None as the host's get does), not swallow it and wait on."""
+    control = QueueControl(loaded_modes=lambda: {"b"}, max_passes=max_passes)
+    control.install(queue)
+    result = []
+    worker = threading.Thread(target=_worker_get, args=(queue, 1000.0, result), daemon=True)
+    worker.start()
+    time.sleep(0.2)  # the worker is asleep in get
+    queue.set_flag("unload_models", True)
+    worker.join(timeout=2.0)
+    try:
+        assert not worker.is_alive(), "the worker still sleeps in get after set_flag (the first press is lost)"
+        assert result[0] is None and result[1] < 2.0
+        assert queue.get_flags() == {"unload_models": True}
+    finally:
+        queue.put(item(1, "release", None))  # let a stuck worker go
+        control.uninstall(queue)
+
+
+def test_flags_set_before_the_worker_waits_are_not_slept_on(mm, queue):
+    """A /free that lands while the worker runs its gc pass (between its flag check and its next get)
+    is picked up by the next get at once."""
+    control = QueueControl()
+    control.install(queue)
+    queue.set_flag("unload_models", True)  # nobody waits: the notify reaches no one
+    result = []
+    worker = threading.Thread(target=_worker_get, args=(queue, 1000.0, result), daemon=True)
+    worker.start()
+    worker.join(timeout=2.0)
+    try:
+        assert not worker.is_alive(), "the worker sleeps in get with flags waiting"
+        assert result[0] is None and result[1] < 0.5
+        assert queue.get_flags() == {"unload_models": True}
+    finally:
+        queue.put(item(1, "release", None))
+        control.uninstall(queue)
 
 
 def test_a_prompts_mode_is_the_one_mode_its_switch_nodes_name():
