@@ -116,9 +116,6 @@ class NvmlReader:
             return None
 
 
-_NVML = NvmlReader()
-
-
 def _cuda_pci_bus_id(torch_module, index: int) -> str | None:
     if not os.environ.get("CUDA_VISIBLE_DEVICES"):
         return None
@@ -170,9 +167,10 @@ def read_ram(psutil_module=None) -> RamReading:
     return RamReading(int(memory.total), int(memory.available), int(swap.total), int(swap.used), int(rss))
 
 
-def read_device(device: str, torch_module=None, nvml: NvmlReader | None = _NVML, ram: RamReading | None = None,
+def read_device(device: str, torch_module=None, nvml: NvmlReader | None = None, ram: RamReading | None = None,
                 backends: dict | None = None) -> DeviceMemory:
-    """Readings for one device name (``cpu``, ``cuda:0``, ``xpu:1``, ``mps``, ``directml:0`` ...)."""
+    """Readings for one device name (``cpu``, ``cuda:0``, ``xpu:1``, ``mps``, ``directml:0`` ...).
+    ``nvml``: the runtime's NVML reader (CUDA figures from the driver); None: torch's figures."""
     if device == "cpu":
         ram = ram or read_ram()
         return DeviceMemory("cpu", "CPU (system RAM)", ram.total, ram.available, 0, 0, "psutil")
@@ -201,19 +199,21 @@ def read_all_devices(names: list[str] | None = None, **kwargs) -> tuple[list[Dev
     return [read_device(name, ram=ram, **kwargs) for name in names], ram
 
 
-def snapshot_line() -> str:
-    devices, ram = read_all_devices()
+def snapshot_line(nvml: NvmlReader | None = None) -> str:
+    devices, ram = read_all_devices(nvml=nvml)
     return memory_snapshot_line(devices, ram)
 
 
 @contextlib.contextmanager
-def logged_change(label: str, logger: logging.Logger | None = None, level: int = logging.INFO):
+def logged_change(label: str, logger: logging.Logger | None = None, level: int = logging.INFO,
+                  nvml: NvmlReader | None = None):
     """Log what a block did to memory: ``label: cuda:0 -1.20 GiB, RAM -0.40 GiB (process -0.38)``."""
-    before = read_all_devices()
+    before = read_all_devices(nvml=nvml)
     try:
         yield
     finally:
-        (logger or logging.getLogger("distorch")).log(level, "%s", change_line(label, before, read_all_devices()))
+        (logger or logging.getLogger("distorch")).log(level, "%s",
+                                                      change_line(label, before, read_all_devices(nvml=nvml)))
 
 
 # ---- giving memory back ----------------------------------------------------------------------

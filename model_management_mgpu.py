@@ -1,8 +1,9 @@
 """Every patch comfyui-distorch makes to ``comfy.model_management`` lives here.
 
-Each patch wraps the host's original function (kept on the wrapper as ``__wrapped__``), is
-installed at most once, can be uninstalled, and checks the attribute it relies on first: a host
-whose function is missing or has another shape gets one log line and keeps its own behaviour.
+Each patch wraps the host's original function and is recorded in the runtime's patch registry
+(``distorch/patch_registry.py``), which takes it back on uninstall (by identity: a wrapper another
+pack put around ours stays). Each checks the attribute it relies on first: a host whose function
+is missing or has another shape gets one log line and keeps its own behaviour.
 
 Patches (switch any off with ``DISTORCH_DISABLE_PATCHES=name,name``):
 - ``device_override``: ``get_torch_device``, ``text_encoder_device`` and ``vae_device`` return the
@@ -19,34 +20,31 @@ Patches (switch any off with ``DISTORCH_DISABLE_PATCHES=name,name``):
   RAM only. ``soft_empty_cache`` runs the host's original, then clears the allocator cache of
   every other device that holds or held a model, and hands freed RAM back to the OS after an
   unload or when RAM use passes ``DISTORCH_RAM_TRIM_PERCENT`` (default 75). The state these
-  wrappers share is one ``MemoryControl`` object carried by the wrappers themselves.
+  wrappers share is one ``MemoryControl`` object, owned by the pack's runtime.
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
-import functools
 import inspect
 import logging
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
 from . import device_utils
 from .distorch import dynamic_vram
+from .distorch.device_choice import chosen_device, device_override  # noqa: F401  (device_override: for callers)
 from .distorch.memory import ModelMemory, OffloadSettings, change_line
+from .distorch.patch_registry import PatchError, PatchRegistry
 from .distorch.placement import attach, placement_of, whole_size
 from .distorch.retention import (MAX_MODELS_ENV, RAM_PERCENT_ENV, BudgetError, RetainedModels, Retained,
                                  RetentionBudget, budget_from_environment, over_budget)
 
 log = logging.getLogger("distorch.patches")
 
-PATCH_MARKER = "__distorch_patch__"
 # host function -> role whose chosen device it returns while an override is active
 DEVICE_OVERRIDE_TARGETS = {
     "get_torch_device": "compute",
@@ -56,9 +54,6 @@ DEVICE_OVERRIDE_TARGETS = {
 MEMORY_CONTROL_TARGETS = ("unload_all_models", "soft_empty_cache")
 LOADED_AT_KEY = "distorch.loaded_at"  # attachment: when a pack loader read the model's file
 SPLIT_ATTACHMENT_KEY = "distorch.split"  # attachment: a split's plan (its ``offloaded`` module -> donor)
-_NO_OVERRIDE: Mapping = MappingProxyType({})
-_device_override: contextvars.ContextVar[Mapping] = contextvars.ContextVar(
-    "distorch_device_override", default=_NO_OVERRIDE)
 
 
 @dataclass
@@ -66,6 +61,7 @@ class InstallReport:
     patched: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # name -> why
     free_requests_watched: bool = False  # the server's PromptQueue.get_flags is wrapped
+    memory: "MemoryControl | None" = None  # the unload flow's state, when memory control is on
 
 
 def _host_module():
@@ -79,28 +75,11 @@ def disabled_patches() -> set[str]:
     return {part.strip() for part in raw.split(",") if part.strip()}
 
 
-@contextlib.contextmanager
-def device_override(*, compute=None, text_encoder=None, vae=None) -> Iterator[None]:
-    """Make the host's device functions return these devices (None = host's choice) in this block."""
-    chosen = {role: device for role, device in
-              (("compute", compute), ("text_encoder", text_encoder), ("vae", vae)) if device is not None}
-    token = _device_override.set(MappingProxyType(chosen))
-    try:
-        yield
-    finally:
-        _device_override.reset(token)
-
-
-def _override_wrapper(original, role: str):
-    @functools.wraps(original)
-    def wrapper(*args, **kwargs):
-        chosen = _device_override.get().get(role)
-        if chosen is not None:
-            return chosen
-        return original(*args, **kwargs)
-
-    setattr(wrapper, PATCH_MARKER, "device_override")
-    return wrapper
+def _override_behaviour(role: str):
+    def behaviour(original, *args, **kwargs):
+        chosen = chosen_device(role)
+        return chosen if chosen is not None else original(*args, **kwargs)
+    return behaviour
 
 
 def _takes_no_required_arguments(function) -> bool:
@@ -112,14 +91,10 @@ def _takes_no_required_arguments(function) -> bool:
                for p in signature.parameters.values())
 
 
-def is_patched(name: str, module=None) -> bool:
-    module = module or _host_module()
-    return hasattr(getattr(module, name, None), PATCH_MARKER)
-
-
-def install(module=None, queue=None) -> InstallReport:
-    """Install every enabled patch once; calling it again changes nothing. ``queue`` is the
-    server's PromptQueue (None outside a running ComfyUI): its unload requests are watched."""
+def install(registry: PatchRegistry, module=None, queue=None, readings=None) -> InstallReport:
+    """Install every enabled patch, each recorded in ``registry`` (whose ``uninstall`` takes them
+    all back). ``queue`` is the server's PromptQueue (None outside a running ComfyUI): its unload
+    requests are watched. Installing twice into one registry changes nothing."""
     module = module or _host_module()
     report = InstallReport()
     disabled = disabled_patches()
@@ -127,14 +102,14 @@ def install(module=None, queue=None) -> InstallReport:
         report.skipped.update({name: "disabled by DISTORCH_DISABLE_PATCHES" for name in DEVICE_OVERRIDE_TARGETS})
     else:
         for name, role in DEVICE_OVERRIDE_TARGETS.items():
-            why = _cannot_wrap(module, name)
-            if why is None and not hasattr(getattr(module, name), PATCH_MARKER):
-                setattr(module, name, _override_wrapper(getattr(module, name), role))
+            why = _cannot_wrap(registry, module, name)
+            if why is None and registry.patch_for(module, name) is None:
+                registry.wrap(module, name, _override_behaviour(role), label=f"comfy.model_management.{name}")
             _note(report, name, why)
     if "memory_control" in disabled:
         report.skipped.update({name: "disabled by DISTORCH_DISABLE_PATCHES" for name in MEMORY_CONTROL_TARGETS})
     else:
-        whys = {name: _cannot_wrap(module, name) for name in MEMORY_CONTROL_TARGETS}
+        whys = {name: _cannot_wrap(registry, module, name) for name in MEMORY_CONTROL_TARGETS}
         if whys["unload_all_models"] is None and not isinstance(getattr(module, "current_loaded_models", None), list):
             whys["unload_all_models"] = "no current_loaded_models list"
         if any(why is not None for why in whys.values()):
@@ -142,13 +117,17 @@ def install(module=None, queue=None) -> InstallReport:
             for name, why in whys.items():
                 report.skipped[name] = why or "its partner patch cannot apply"
         else:
-            control = memory_control(module) or MemoryControl(module)
-            for name in MEMORY_CONTROL_TARGETS:
-                if not hasattr(getattr(module, name), PATCH_MARKER):
-                    setattr(module, name, _memory_wrapper(getattr(module, name), name, control))
-                report.patched.append(name)
+            existing = registry.patch_for(module, "unload_all_models")
+            control = existing.context if existing is not None else MemoryControl(module, readings=readings)
+            if existing is None:
+                registry.wrap(module, "unload_all_models", control.unload_all,
+                              label="comfy.model_management.unload_all_models", context=control)
+                registry.wrap(module, "soft_empty_cache", control.soft_empty_cache,
+                              label="comfy.model_management.soft_empty_cache", context=control)
+            report.patched.extend(MEMORY_CONTROL_TARGETS)
+            report.memory = control
             if queue is not None:
-                why = watch_free_requests(queue, control)
+                why = watch_free_requests(registry, queue, control)
                 if why is None:
                     report.free_requests_watched = True
                 else:
@@ -171,51 +150,19 @@ def _note(report: InstallReport, name: str, why: str | None) -> None:
         report.skipped[name] = why
 
 
-def _cannot_wrap(module, name: str) -> str | None:
-    """Why ``module.name`` cannot be wrapped, or None if it can (or already is).
+def _cannot_wrap(registry: PatchRegistry, module, name: str) -> str | None:
+    """Why ``module.name`` cannot be wrapped, or None if it can (or already is, by this registry).
 
     Every function the pack wraps is called by the host without arguments (some take optional
     ones): a required parameter means the host changed it, and the wrapper would be wrong."""
     current = getattr(module, name, None)
     if current is None or not callable(current):
         return "not found in this ComfyUI"
-    if hasattr(current, PATCH_MARKER):
+    if registry.patch_for(module, name) is not None:
         return None
     if not _takes_no_required_arguments(current):
         return f"unexpected signature {inspect.signature(current)}"
     return None
-
-
-def uninstall(module=None, queue=None) -> list[str]:
-    """Restore the host's originals; returns the names restored.
-
-    A wrapper that another extension has wrapped again cannot be removed without removing theirs:
-    it is left in place and reported."""
-    module = module or _host_module()
-    restored = []
-    if queue is not None and unwatch_free_requests(queue):
-        restored.append("PromptQueue.get_flags")
-    for name in (*DEVICE_OVERRIDE_TARGETS, *MEMORY_CONTROL_TARGETS):
-        current = getattr(module, name, None)
-        if current is None:
-            continue
-        if hasattr(current, PATCH_MARKER):
-            setattr(module, name, current.__wrapped__)
-            restored.append(name)
-        elif _wraps_ours(current):
-            log.warning("comfyui-distorch: comfy.model_management.%s was wrapped again by another "
-                        "extension; leaving both in place", name)
-    return restored
-
-
-def _wraps_ours(function) -> bool:
-    seen = 0
-    while function is not None and seen < 32:
-        if hasattr(function, PATCH_MARKER):
-            return True
-        function = getattr(function, "__wrapped__", None)
-        seen += 1
-    return False
 
 
 # ---- memory control ---------------------------------------------------------------------------
@@ -227,31 +174,18 @@ def _ram_trim_percent() -> float:
         return 75.0
 
 
-def memory_control(module=None) -> "MemoryControl | None":
-    """The installed MemoryControl (carried by the unload wrapper), or None if the patch is off."""
-    try:
-        module = module or _host_module()
-    except ImportError:
-        return None
-    return getattr(getattr(module, "unload_all_models", None), "__distorch_control__", None)
-
-
-FLOW_FLAGS_MARKER = "__distorch_free_requests__"
-
-
-def watch_free_requests(queue, control: "MemoryControl") -> str | None:
+def watch_free_requests(registry: PatchRegistry, queue, control: "MemoryControl") -> str | None:
     """Wrap ``queue.get_flags`` (on this queue object only) so that the worker's reading of unload
     flags arms the selective rule for the ``unload_all_models`` call that follows it. Returns why
     it cannot, or None."""
     current = getattr(queue, "get_flags", None)
     if current is None or not callable(current):
         return "the prompt queue has no get_flags"
-    if hasattr(current, FLOW_FLAGS_MARKER):
+    if registry.patch_for(queue, "get_flags") is not None:
         return None
 
-    @functools.wraps(current)
-    def get_flags(*args, **kwargs):
-        flags = current(*args, **kwargs)
+    def get_flags(original, *args, **kwargs):
+        flags = original(*args, **kwargs)
         try:
             taken = kwargs.get("reset", args[0] if args else True)  # a peek (reset=False) starts no flow
             # The worker's own test (main.py): free_memory implies unload_models unless it is given.
@@ -261,31 +195,12 @@ def watch_free_requests(queue, control: "MemoryControl") -> str | None:
             log.warning("comfyui-distorch: reading the queue's unload flags failed: %s", exc)
         return flags
 
-    setattr(get_flags, FLOW_FLAGS_MARKER, True)
-    queue.get_flags = get_flags  # an instance attribute: the class and other queues are untouched
+    try:
+        # an instance attribute: the class and other queues are untouched
+        registry.wrap(queue, "get_flags", get_flags, label="PromptQueue.get_flags")
+    except PatchError as exc:
+        return str(exc)
     return None
-
-
-def unwatch_free_requests(queue) -> bool:
-    current = queue.__dict__.get("get_flags")
-    if current is None or not hasattr(current, FLOW_FLAGS_MARKER):
-        return False
-    del queue.get_flags
-    return True
-
-
-def _memory_wrapper(original, name: str, control: "MemoryControl"):
-    if name == "unload_all_models":
-        @functools.wraps(original)
-        def wrapper(*args, **kwargs):
-            return control.unload_all(original, *args, **kwargs)
-    else:
-        @functools.wraps(original)
-        def wrapper(*args, **kwargs):
-            return control.soft_empty_cache(original, *args, **kwargs)
-    setattr(wrapper, PATCH_MARKER, "memory_control")
-    wrapper.__distorch_control__ = control
-    return wrapper
 
 
 def patchers_in(outputs) -> list:
@@ -327,8 +242,9 @@ class MemoryControl:
       flow to unload (instead of the /free rule), in the order asked.
     """
 
-    def __init__(self, module, budget: RetentionBudget | None = None):
+    def __init__(self, module, budget: RetentionBudget | None = None, readings=None):
         self.module = module
+        self.readings = readings  # the runtime's NVML reader (None: torch's figures)
         # ``lock`` serialises the worker's unload / cache passes (it may be held for seconds while
         # weights move); ``flags`` guards the counters the HTTP handlers touch, never held long, so
         # the event loop cannot stall behind an unload.
@@ -364,7 +280,7 @@ class MemoryControl:
         if not armed:
             return self._host_unload(original, *args, **kwargs)
         self.free_flow_thread = None
-        before = _readings()
+        before = _readings(self.readings)
         with self.lock:
             self.flow_before = before
             with self.flags:
@@ -491,7 +407,7 @@ class MemoryControl:
                 before, self.flow_before = self.flow_before, None
             self.flows_completed = max(self.flows_completed, completed)
         if finished and before is not None:
-            after = _readings()
+            after = _readings(self.readings)
             if after is not None:
                 log.info("%s", change_line(f"unload flow ({self.last_unload['mode']}) memory change", before, after))
         return result
@@ -794,9 +710,9 @@ def _caller() -> str:
         del frame
 
 
-def _readings():
+def _readings(nvml=None):
     try:
-        return device_utils.read_all_devices()
+        return device_utils.read_all_devices(nvml=nvml)
     except Exception as exc:  # a reading must never break the host's unload
         log.debug("memory readings failed: %s", exc)
         return None

@@ -43,8 +43,8 @@ def main() -> int:
     import comfy.model_management as mm
     import torch
 
-    control = pack.model_management_mgpu.memory_control(mm)
-    original = mm.soft_empty_cache.__wrapped__
+    control = pack.RUNTIME.memory
+    original = pack.RUNTIME.registry.patch_for(mm, "soft_empty_cache").original
     loader = pack.NODE_CLASS_MAPPINGS["DisTorchUNETLoader"]()
     kept = [loader.load_distorch(Path(unet_file(1)).name, "default", "cpu", False)[0] for _ in range(3)]
     mm.load_models_gpu(kept)

@@ -290,10 +290,11 @@ def split_class(patcher_class: type, plain: type = DisTorchModelPatcher) -> type
     return plain
 
 
-def check_splittable(patcher) -> None:
-    """Raise SplitUnsupported for patchers that manage weights their own way (changes nothing)."""
+def check_splittable(patcher, notices: set | None = None) -> None:
+    """Raise SplitUnsupported for patchers that manage weights their own way (changes nothing).
+    ``notices``: the owner's one-time log notices (the DynamicVRAM line is logged once per owner)."""
     if dynamic_vram.is_dynamic(patcher, model_patcher):
-        dynamic_vram.report_once(model_patcher)
+        dynamic_vram.report_once(model_patcher, notices)
         raise SplitUnsupported(dynamic_vram.MESSAGE)
     if (type(patcher) is not model_patcher.ModelPatcher and not isinstance(patcher, DisTorchModelPatcher)
             and not is_gguf_patcher_class(type(patcher))):

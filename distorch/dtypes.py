@@ -21,17 +21,3 @@ WEIGHT_DTYPES = {
     "fp8_e5m2": ("float8_e5m2", False),
 }
 WEIGHT_DTYPE_BYTES = {name: 1 for name, stored in WEIGHT_DTYPES.items() if stored is not None}
-
-
-def weight_model_options(weight_dtype: str) -> dict:
-    """The host's model_options for a weight_dtype choice (what its UNETLoader passes)."""
-    import torch
-
-    stored = WEIGHT_DTYPES.get(weight_dtype)
-    if stored is None:
-        return {}
-    torch_name, fast = stored
-    options = {"dtype": getattr(torch, torch_name)}
-    if fast:
-        options["fp8_optimizations"] = True
-    return options

@@ -15,7 +15,7 @@ MESSAGE = ("ComfyUI's DynamicVRAM is on (models are built with ModelPatcherDynam
            "without clone(disable_dynamic=True)), so it cannot split it. To split with virtual_vram_gb / "
            "allocation, start ComfyUI with --disable-dynamic-vram; or set "
            "virtual_vram_gb to 0 and leave allocation empty to let DynamicVRAM manage the weights.")
-_reported = set()
+NOTICE = "dynamic_vram"  # the key of the one-time log line in its owner's notices
 
 
 def dynamic_class(model_patcher_module):
@@ -35,11 +35,13 @@ def is_dynamic(patcher, model_patcher_module) -> bool:
     return dynamic is not None and isinstance(patcher, dynamic)
 
 
-def report_once(model_patcher_module) -> bool:
-    """Log MESSAGE once per process if the host uses DynamicVRAM; returns whether it does."""
+def report_once(model_patcher_module, notices: set | None) -> bool:
+    """Log MESSAGE once per owner of ``notices`` (the runtime's; None: every time) if the host uses
+    DynamicVRAM; returns whether it does."""
     active = host_uses_dynamic_vram(model_patcher_module)
-    if active and "logged" not in _reported:
-        _reported.add("logged")
+    if active and (notices is None or NOTICE not in notices):
+        if notices is not None:
+            notices.add(NOTICE)
         log.warning("comfyui-distorch: %s", MESSAGE)
     return active
 

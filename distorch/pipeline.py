@@ -15,11 +15,11 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .checks import explain_load_failure
+from .device_choice import device_override
 from .device_context import add_device_context
 from .placement import ModelPlacement, attach
 from .split import SplitRequest, split_request
@@ -130,15 +130,21 @@ class SplitFailed(RuntimeError):
 @dataclass
 class LoadPipeline:
     """The steps, with what they share for the process: the split's runtime (host check, transfer
-    checks). One instance per process (``default_pipeline``); tests build their own."""
+    checks). One instance per process, owned by the pack's ``Runtime``; tests build their own.
+    ``registry``: where host changes (the transfer check's) are recorded; ``notices``: one-time
+    log lines already given."""
 
     split_runtime: object = None
+    registry: object = None
+    notices: set | None = None
 
     def __post_init__(self):
         if self.split_runtime is None:
             from .split_model import SplitRuntime
+            from .streaming import TransferChecks
 
-            self.split_runtime = SplitRuntime()
+            self.split_runtime = SplitRuntime(TransferChecks(self.registry),
+                                              notices=self.notices if self.notices is not None else set())
 
     # -- the steps ---------------------------------------------------------------------------
     def load(self, request: LoadRequest, host_load: Callable[[], tuple], outputs: Sequence[str | None]) -> tuple:
@@ -146,24 +152,9 @@ class LoadPipeline:
         output is (None: not a model). Returns the outputs, placed and recorded."""
         self.plan(request)
         devices = self._override_devices(request)
-        from ..model_management_mgpu import device_override
-
         with device_override(**devices):
             loaded = self._run_host_load(request, host_load)
         return self.place(request, loaded, outputs)
-
-    def refuse_unsplittable(self, request: LoadRequest) -> None:
-        """Before anything loads: a text encoder split on a GPU under DynamicVRAM (its loader
-        cannot be swapped for a plain copy) is refused with what to do."""
-        for part in request.parts.values():
-            if part.split is None or part.host_role != "text_encoder" or part.compute == "cpu":
-                continue
-            import comfy.model_patcher as model_patcher
-
-            from . import dynamic_vram
-
-            if dynamic_vram.host_uses_dynamic_vram(model_patcher):
-                raise RuntimeError(dynamic_vram.MESSAGE)
 
     def plan(self, request: LoadRequest) -> None:
         """Refuse an allocation that cannot hold the model, from the file's header, before loading."""
@@ -294,7 +285,6 @@ def without_dynamic_vram(patcher, label: str):
     import comfy.model_patcher as model_patcher
     import torch
 
-    from ..model_management_mgpu import device_override
     from . import dynamic_vram
 
     if not dynamic_vram.is_dynamic(patcher, model_patcher):
@@ -307,26 +297,3 @@ def without_dynamic_vram(patcher, label: str):
     log.info("%s: ComfyUI's DynamicVRAM is on; splitting ComfyUI's own non-dynamic copy of the model "
              "(the file is read a second time; the dynamic one is dropped)", label)
     return copy
-
-
-class _Holder:
-    """The process's pipeline, made on first use; ``reset`` drops it (tests)."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._pipeline: LoadPipeline | None = None
-
-    def get(self) -> LoadPipeline:
-        with self._lock:
-            if self._pipeline is None:
-                self._pipeline = LoadPipeline()
-            return self._pipeline
-
-    def reset(self) -> None:
-        with self._lock:
-            self._pipeline = None
-
-
-_holder = _Holder()
-default_pipeline = _holder.get
-reset_default_pipeline = _holder.reset

@@ -15,7 +15,6 @@ bound, are asked of callables given at install: the engine does not import the m
 """
 from __future__ import annotations
 
-import functools
 import heapq
 import logging
 import threading
@@ -23,6 +22,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
+from .patch_registry import PatchRegistry
 from .scheduler import (NORMAL, RANKS, Pending, PriorityError, next_to_run, parse_priority, queue_number,
                         rank_of_number, replay)
 
@@ -32,7 +32,6 @@ MODE_SWITCH_NODE = "DisTorchModeSwitch"
 AFFINITY_ENV = "DISTORCH_MODE_AFFINITY"
 DEFAULT_MAX_PASSES = 2
 MAX_MAX_PASSES = 100
-WRAP_MARKER = "__distorch_queue__"
 NOTIFYING = ("put", "delete_queue_item", "wipe_queue")  # queue methods after which listeners are told
 
 
@@ -129,17 +128,17 @@ class QueueControl:
         return json_data
 
     # --- the queue object -----------------------------------------------------------------------
-    def install(self, queue) -> str | None:
-        """Wrap ``get`` and ``task_done`` on this queue object. Returns why not, or None."""
+    def install(self, queue, registry: PatchRegistry) -> str | None:
+        """Wrap ``get``, ``task_done`` and the methods that change the queue, on this queue object
+        (instance attributes: the class and other queues are untouched), each recorded in
+        ``registry``. Returns why not, or None."""
         for name in ("get", "task_done", "mutex", "not_empty", "queue"):
             if not hasattr(queue, name):
                 return f"the prompt queue has no {name}"
-        if hasattr(queue.get, WRAP_MARKER):
+        if registry.patch_for(queue, "get") is not None:
             return None
-        original_get, original_done = queue.get, queue.task_done
 
-        @functools.wraps(original_get)
-        def get(timeout=None):
+        def get(original, timeout=None):
             with queue.not_empty:
                 if not queue.queue:
                     if getattr(queue, "flags", None) and timeout is not None:
@@ -156,44 +155,29 @@ class QueueControl:
                     self.reorder(queue)
                 except Exception as exc:  # never break the host's worker loop
                     log.warning("comfyui-distorch: queue affinity skipped: %s", exc)
-                popped = original_get(timeout)
+                popped = original(timeout)
             if popped is not None:
                 self._started(*popped)
             return popped
 
-        def notifying(original):
-            @functools.wraps(original)
-            def changes_the_queue(*args, **kwargs):
-                try:
-                    return original(*args, **kwargs)
-                finally:
-                    self._changed()
-            return changes_the_queue
-
-        @functools.wraps(original_done)
-        def task_done(item_id, history_result, status, *args, **kwargs):
+        def changes_the_queue(original, *args, **kwargs):
             try:
-                return original_done(item_id, history_result, status, *args, **kwargs)
+                return original(*args, **kwargs)
+            finally:
+                self._changed()
+
+        def task_done(original, item_id, history_result, status, *args, **kwargs):
+            try:
+                return original(item_id, history_result, status, *args, **kwargs)
             finally:
                 self._finished(item_id, status)
 
-        wrappers = {"get": get, "task_done": task_done,
-                    **{name: notifying(getattr(queue, name)) for name in NOTIFYING if hasattr(queue, name)}}
-        for name, wrapper in wrappers.items():
-            setattr(wrapper, WRAP_MARKER, self)
-            setattr(queue, name, wrapper)  # instance attributes: the class and other queues are untouched
+        behaviours = {"get": get, "task_done": task_done,
+                      **{name: changes_the_queue for name in NOTIFYING if hasattr(queue, name)}}
+        for name, behaviour in behaviours.items():
+            registry.wrap(queue, name, behaviour, label=f"PromptQueue.{name}", context=self)
         self._queue = queue
         return None
-
-    def uninstall(self, queue=None) -> bool:
-        queue = queue or self._queue
-        if queue_control(queue) is not self:
-            return False
-        for name in ("get", "task_done", *NOTIFYING):
-            if hasattr(queue.__dict__.get(name), WRAP_MARKER):
-                delattr(queue, name)
-        self._queue = None
-        return True
 
     def pending(self, queue=None) -> list[tuple[tuple, Pending]]:
         """The queued prompts in the order they will be taken (host items and scheduler view)."""
@@ -299,7 +283,3 @@ class QueueControl:
         order = [view.key for view in replay([view for _, view in self.pending()], set(self.loaded_modes()),
                                                 self._max_passes)]
         return len(running) + order.index(prompt_id) if prompt_id in order else None
-
-def queue_control(queue) -> QueueControl | None:
-    """The QueueControl installed on this queue object (carried by its ``get`` wrapper), or None."""
-    return getattr(queue.__dict__.get("get") if queue is not None else None, WRAP_MARKER, None)

@@ -69,9 +69,10 @@ def layers_in_flight(device: str) -> int:
 
 @dataclass
 class SplitRuntime:
-    """What the split learns once per process, owned by its caller (the loaders hold one)."""
+    """What the split learns once per process, owned by the load pipeline (the runtime's)."""
     transfers: TransferChecks = field(default_factory=TransferChecks)
     host: HostReport | None = None
+    notices: set = field(default_factory=set)  # one-time log lines already given (the runtime's set)
 
     def host_report(self) -> HostReport:
         """The host check, made on first use (or at start-up, when registration asks for it)."""
@@ -159,7 +160,7 @@ def split_loaded_model(patcher, request: SplitRequest, label: str, runtime: Spli
     and a failure while applying leaves them as they were."""
     if runtime.split_blocked(label):
         return SplitResult(patcher, None)
-    check_splittable(patcher)
+    check_splittable(patcher, runtime.notices)
     import comfy.model_management as mm
 
     modules = modules_of(patcher.model)

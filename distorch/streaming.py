@@ -35,10 +35,11 @@ class TransferChecks:
     """The checks' results per compute device, and the host settings they changed (so that they can
     be put back). One instance per owner (the split runtime); nothing is kept at module level."""
 
-    def __init__(self):
+    def __init__(self, registry=None):
         self.streams_in_use: dict[str, bool] = {}      # compute device -> asynchronous copies in use
         self._donors_reported: set[str] = set()
         self._changed: list[tuple[object, str, object]] = []  # (host module, attribute, previous value)
+        self.registry = registry  # the runtime's patch registry: each host change is recorded there too
 
     def check_streams(self, compute: str, host_mm) -> bool:
         """Once per compute device, before its first plan (the planner reads ``NUM_STREAMS``);
@@ -88,5 +89,9 @@ class TransferChecks:
         self._donors_reported.clear()
 
     def _set(self, module, name: str, value) -> None:
-        self._changed.append((module, name, getattr(module, name)))
+        previous = getattr(module, name)
+        self._changed.append((module, name, previous))
         setattr(module, name, value)
+        if self.registry is not None:
+            self.registry.add(f"{getattr(module, '__name__', module)}.{name} = {value!r}",
+                              lambda: setattr(module, name, previous))

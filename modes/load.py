@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 
 from ..distorch import pipeline
-from ..distorch.dtypes import weight_model_options
+from ..distorch.dtypes import WEIGHT_DTYPES
 from ..distorch.placement import whole_size
 from .schema import ModeSpec
 
@@ -37,7 +37,21 @@ def _size(*patchers) -> int:
     return total
 
 
-def load_mode(spec: ModeSpec) -> LoadedMode:
+def weight_model_options(weight_dtype: str) -> dict:
+    """The host's model_options for a weight_dtype choice (what its UNETLoader passes)."""
+    import torch
+
+    stored = WEIGHT_DTYPES.get(weight_dtype)
+    if stored is None:
+        return {}
+    torch_name, fast = stored
+    options = {"dtype": getattr(torch, torch_name)}
+    if fast:
+        options["fp8_optimizations"] = True
+    return options
+
+
+def load_mode(spec: ModeSpec, load_pipeline) -> LoadedMode:
     """Read the mode's files and build its models (the cold path; the cache decides when)."""
     import comfy.diffusers_load
     import comfy.sd
@@ -85,7 +99,7 @@ def load_mode(spec: ModeSpec) -> LoadedMode:
         return out[:3]
 
     # Placed and recorded before the LoRAs: their clones copy the record (clone keeps attachments).
-    model, clip, vae = pipeline.default_pipeline().load(request, host_load, ("unet", "clip", "vae"))
+    model, clip, vae = load_pipeline.load(request, host_load, ("unet", "clip", "vae"))
     if kind == "diffusion_model":
         warnings.append(f"mode '{spec.name}': '{spec.model}' is a diffusion model without text encoder "
                         "or VAE: the CLIP and VAE outputs are empty")

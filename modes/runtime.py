@@ -1,8 +1,8 @@
 """The modes service inside a running ComfyUI: state + cache + watchers + events, one instance.
 
 Everything ComfyUI-specific (folder_paths, devices, PromptServer) is wired here; the modules it
-wires are pure. ``start()`` is called once from the pack's registration; ``service()`` gives the
-instance (created on first use, so a node asked before start still works).
+wires are pure. The pack's runtime owns the one instance (built at registration, so a node asked
+before ``start`` still works); ``start`` runs only inside a server.
 """
 from __future__ import annotations
 
@@ -75,11 +75,8 @@ def _user_dir() -> str | None:
     return folder_paths.get_user_directory()
 
 
-def send_event(data: dict) -> None:
+def send_event(server, data: dict) -> None:
     """``distorch.modes`` on the websocket (no-op outside a running server)."""
-    from ..routes import host_server
-
-    server = host_server()
     if server is not None:
         try:
             server.send_sync(WS_EVENT, data)
@@ -91,7 +88,13 @@ MEMORY_HOLDER = "modes cache"  # the name memory control lists this cache under
 
 
 class ModesService:
-    def __init__(self):
+    def __init__(self, load_pipeline, memory_control=None, server=None):
+        """``load_pipeline``: the pack's one load pipeline (modes load through it);
+        ``memory_control``: the pack's MemoryControl (None when off), which then lists the cached
+        modes' models and counts them in the retention budget; ``server``: ComfyUI's PromptServer
+        for the ``distorch.modes`` event (None outside a server)."""
+        self.pipeline = load_pipeline
+        self.server = server
         self.state = ModesState(lambda: dict(os.environ), _user_dir, host_checks)
         self.cache = ModeCache(DEFAULT_CACHE_MODES, int(DEFAULT_CACHE_GB * GIB))
         self.watcher = FileWatcher(lambda: self.reload("file"))
@@ -102,17 +105,27 @@ class ModesService:
         self._load_lock = threading.Lock()   # one cold load at a time (prompt worker vs preload)
         self._started = False
         self._control = None  # the pack's MemoryControl, once registered with it
+        self._register_with_memory_control(memory_control)
 
     # ---- lifecycle -----------------------------------------------------------------------------
-    def start(self) -> "ModesService":
+    def start(self, registry=None) -> "ModesService":
+        """Read the file and watch it; reload on SIGHUP. The SIGHUP handler is a process-wide
+        change: recorded in ``registry`` (the runtime's) with its undo."""
         if self._started:
             return self
         self._started = True
         self.reload("start")
         self._restore_sighup = install_sighup(lambda: self.reload("signal"))
         self.sighup = self._restore_sighup is not None
-        self._register_with_memory_control()
+        if self._restore_sighup is not None and registry is not None:
+            registry.add("SIGHUP handler: reload modes.yaml", self._put_sighup_back)
         return self
+
+    def _put_sighup_back(self) -> None:
+        if self._restore_sighup is not None:
+            self._restore_sighup()
+            self._restore_sighup = None
+        self.sighup = False
 
     def stop(self) -> None:
         """Undo ``start``: stop watching the file, put the previous SIGHUP handler back."""
@@ -120,18 +133,11 @@ class ModesService:
             return
         self._started = False
         self.watcher.stop()
-        if self._restore_sighup is not None:
-            self._restore_sighup()
-            self._restore_sighup = None
-        self.sighup = False
+        self._put_sighup_back()
 
-    def _register_with_memory_control(self) -> None:
+    def _register_with_memory_control(self, control) -> None:
         """Let the pack's memory control (where present) list the cached modes' models as retained
         and empty the cache on a forced free (POST /distorch/free {"force": true})."""
-        from .. import model_management_mgpu
-
-        find = getattr(model_management_mgpu, "memory_control", None)
-        control = find() if callable(find) else None
         if control is not None and hasattr(control, "register_holder"):
             from ..distorch.retention import Retained
 
@@ -182,7 +188,7 @@ class ModesService:
             self._drop_stale()
         if location.origin in ("env", "user") or location.path is not None:
             self.watcher.retarget(location.path)
-        send_event({"event": "reload", "ok": result.ok, "reason": result.reason, "generation": generation,
+        send_event(self.server, {"event": "reload", "ok": result.ok, "reason": result.reason, "generation": generation,
                     "modes": list(config.modes) if config else [], "choices": self.names(),
                     "default_mode": config.default_mode if config else None,
                     "errors": [p.to_json() for p in result.errors],
@@ -237,7 +243,7 @@ class ModesService:
             if loaded is not None:
                 return spec, loaded, True
             started = time.perf_counter()
-            loaded = load_mode(spec)
+            loaded = load_mode(spec, self.pipeline)
             evicted = self.cache.put(key, name, loaded, loaded.size_bytes)
         # A reload during the load may have changed or removed this mode, and its clean-up ran
         # before this entry existed. The prompt still gets the setup it started with; the cache
@@ -249,7 +255,7 @@ class ModesService:
                  loaded.size_bytes / 2**20,
                  "; evicted " + ", ".join(e.mode for e in evicted) if evicted else "")
         if loaded.warnings:
-            send_event({"event": "warning", "mode": name, "warnings": loaded.warnings})
+            send_event(self.server, {"event": "warning", "mode": name, "warnings": loaded.warnings})
         return spec, loaded, False
 
     def cached_modes(self) -> list[str]:
@@ -284,19 +290,3 @@ class ModesService:
                       "active": self.watcher.path is not None and self.watcher.error is None,
                       "note": self.watcher.error, "sighup": self.sighup},
         }
-
-
-_service: ModesService | None = None
-_service_lock = threading.Lock()
-
-
-def service() -> ModesService:
-    global _service
-    with _service_lock:
-        if _service is None:
-            _service = ModesService()
-        return _service
-
-
-def start() -> ModesService:
-    return service().start()

@@ -108,9 +108,6 @@ class FileWatcher:
             self._observer = None
 
 
-SIGHUP_MARKER = "__distorch_sighup__"
-
-
 def install_sighup(on_signal: Callable[[], None]) -> Callable[[], bool] | None:
     """Reload on SIGHUP (POSIX). The handler only starts a thread (no work in signal context),
     then calls the Python handler that was there before, so another SIGHUP user keeps working.
@@ -125,7 +122,6 @@ def install_sighup(on_signal: Callable[[], None]) -> Callable[[], bool] | None:
         if callable(previous) and previous not in (signal.SIG_IGN, signal.SIG_DFL):
             previous(signum, frame)
 
-    setattr(handler, SIGHUP_MARKER, True)
     try:
         signal.signal(signal.SIGHUP, handler)
     except ValueError:  # not the main thread

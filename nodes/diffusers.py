@@ -12,6 +12,7 @@ import nodes as core_nodes
 from ..distorch import pipeline
 from ..distorch.diffusers_folder import find_folder, read_layout
 from .loaders import CATEGORY, validate_allocation, with_part_devices, with_tooltips
+from .bound import runtime_of
 
 LOADED_PARTS = ("unet", "vae", "text_encoder", "text_encoder_2")  # what comfy.diffusers_load reads
 TOOLTIPS = {
@@ -63,7 +64,7 @@ class DisTorchDiffusersLoader(core_nodes.DiffusersLoader):
              pipeline.part_request("vae", vae_device, "vae_device")],
             pipeline.FileCheck("diffusers", (model_path,), "diffusers folder's diffusion model", "model_path",
                                paths=(unet_weights,)))
-        return pipeline.default_pipeline().load(request, lambda: self.load_checkpoint(model_path),
+        return runtime_of(self).pipeline.load(request, lambda: self.load_checkpoint(model_path),
                                                 ("unet", "clip", "vae"))
 
 

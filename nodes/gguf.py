@@ -12,6 +12,7 @@ import sys
 
 from ..distorch import pipeline
 from .loaders import validate_allocation, with_pack_inputs, with_tooltips
+from .bound import runtime_of
 
 log = logging.getLogger("distorch.gguf")
 CATEGORY = "DisTorch/loaders (GGUF)"
@@ -105,7 +106,7 @@ def make_loader(node_name: str):
                                        split=(virtual_vram_gb, donor_device, allocation))],
                 pipeline.FileCheck(folder, names, kind, file_inputs[0]))
             core = upstream(upstream_name)()
-            return pipeline.default_pipeline().load(
+            return runtime_of(self).pipeline.load(
                 request, lambda: getattr(core, core.FUNCTION)(**core_inputs), (component,))
 
     Loader.__name__ = Loader.__qualname__ = node_name

@@ -26,7 +26,8 @@ import folder_paths
 
 from .. import device_utils
 from ..distorch.placement import attach, placement_of
-from ..model_management_mgpu import LOADED_AT_KEY, memory_control, patchers_in
+from ..model_management_mgpu import LOADED_AT_KEY, patchers_in
+from .bound import runtime_of
 
 log = logging.getLogger("distorch.keep_loaded")
 WRAPPED_MARKER = "__distorch_keep_loaded__"
@@ -101,7 +102,8 @@ def honour_keep_loaded(cls):
             inputs = dict(signature.bind(self, *args, **inputs).arguments)
             inputs.pop(next(iter(signature.parameters)))
         owner = _owner_of(self)
-        control = memory_control()
+        runtime = runtime_of(self)
+        control = runtime.memory
         keep = bool(inputs.get("keep_loaded", False))
         if control is None:  # memory control is off: the flag is only recorded
             return original(self, **inputs)
@@ -119,7 +121,7 @@ def honour_keep_loaded(cls):
         # What this node kept for its old inputs can no longer be reached from it: let it go
         # before loading the new one (a 12 GB model must not be held twice).
         control.disown(owner)
-        with device_utils.logged_change(f"{type(self).__name__} load memory change", log):
+        with device_utils.logged_change(f"{type(self).__name__} load memory change", log, nvml=runtime.readings):
             outputs = original(self, **inputs)
         now = time.time()
         for patcher in patchers_in(outputs):

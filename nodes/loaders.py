@@ -16,6 +16,7 @@ import nodes as core_nodes
 
 from .. import device_utils
 from ..distorch import pipeline
+from .bound import runtime_of
 
 log = logging.getLogger("distorch.loaders")
 CATEGORY = "DisTorch/loaders"
@@ -81,12 +82,6 @@ def validate_allocation(value, input_name: str = "allocation"):
     except ValueError as exc:
         return str(exc)
     return True
-
-
-def check_split_host():
-    """For the pack's registration: check this ComfyUI's internals the split uses now (the result
-    is kept for every later split) and return the report (``.ok``, ``.summary()``)."""
-    return pipeline.default_pipeline().split_runtime.host_report()
 
 
 def with_pack_inputs(inputs: dict, runs: str, split: bool = True) -> dict:
@@ -164,7 +159,7 @@ class DisTorchUNETLoader(core_nodes.UNETLoader):
             [pipeline.part_request("unet", compute_device, split=(virtual_vram_gb, donor_device, allocation))],
             pipeline.FileCheck("diffusion_models", (unet_name,), "diffusion model", "unet_name",
                                weight_dtype=weight_dtype))
-        return pipeline.default_pipeline().load(request, lambda: self.load_unet(unet_name, weight_dtype), ("unet",))
+        return runtime_of(self).pipeline.load(request, lambda: self.load_unet(unet_name, weight_dtype), ("unet",))
 
 
 class DisTorchCLIPLoader(core_nodes.CLIPLoader):
@@ -189,7 +184,7 @@ class DisTorchCLIPLoader(core_nodes.CLIPLoader):
             self.__class__.__name__, clip_name, keep_loaded,
             [pipeline.part_request("clip", compute_device, split=(virtual_vram_gb, donor_device, allocation))],
             pipeline.FileCheck("text_encoders", (clip_name,), "text encoder", "clip_name"))
-        return pipeline.default_pipeline().load(request, lambda: self.load_clip(clip_name, type), ("clip",))
+        return runtime_of(self).pipeline.load(request, lambda: self.load_clip(clip_name, type), ("clip",))
 
 
 class DisTorchDualCLIPLoader(core_nodes.DualCLIPLoader):
@@ -213,7 +208,7 @@ class DisTorchDualCLIPLoader(core_nodes.DualCLIPLoader):
             self.__class__.__name__, f"{clip_name1} + {clip_name2}", keep_loaded,
             [pipeline.part_request("clip", compute_device, split=(virtual_vram_gb, donor_device, allocation))],
             pipeline.FileCheck("text_encoders", (clip_name1, clip_name2), "text encoder", "clip_name1"))
-        return pipeline.default_pipeline().load(request, lambda: self.load_clip(clip_name1, clip_name2, type),
+        return runtime_of(self).pipeline.load(request, lambda: self.load_clip(clip_name1, clip_name2, type),
                                                 ("clip",))
 
 
@@ -231,7 +226,7 @@ class DisTorchVAELoader(core_nodes.VAELoader):
         request = pipeline.build_request(self.__class__.__name__, vae_name, keep_loaded,
                                          [pipeline.part_request("vae", compute_device)],
                                          pipeline.FileCheck("vae", (vae_name,), "VAE", "vae_name"))
-        return pipeline.default_pipeline().load(request, lambda: self.load_vae(vae_name), ("vae",))
+        return runtime_of(self).pipeline.load(request, lambda: self.load_vae(vae_name), ("vae",))
 
 
 class DisTorchCheckpointLoader(core_nodes.CheckpointLoaderSimple):
@@ -257,7 +252,7 @@ class DisTorchCheckpointLoader(core_nodes.CheckpointLoaderSimple):
              pipeline.part_request("clip", clip_device, "clip_device"),
              pipeline.part_request("vae", vae_device, "vae_device")],
             pipeline.FileCheck("checkpoints", (ckpt_name,), "checkpoint", "ckpt_name", prefix="model.diffusion_model."))
-        return pipeline.default_pipeline().load(request, lambda: self.load_checkpoint(ckpt_name)[:3],
+        return runtime_of(self).pipeline.load(request, lambda: self.load_checkpoint(ckpt_name)[:3],
                                                 ("unet", "clip", "vae"))
 
 

@@ -5,7 +5,7 @@ Thin: the dropdown and the checks ask the modes service; loading goes through ``
 """
 from __future__ import annotations
 
-from ..modes.runtime import service
+from .bound import runtime_of
 
 CATEGORY = "DisTorch/modes"
 NO_MODES = "(no modes)"
@@ -26,26 +26,26 @@ class DisTorchModeSwitch:
 
     @classmethod
     def INPUT_TYPES(cls):
-        names = service().names() or [NO_MODES]
+        names = runtime_of(cls).modes.names() or [NO_MODES]
         return {"required": {"mode": (names, {"tooltip": (
             "Mode from modes.yaml (DISTORCH_MODES, or <ComfyUI user directory>/distorch/modes.yaml). The "
             "list follows the file: it reloads when the file is saved. Empty: see GET /distorch/modes for why.")})}}
 
     @classmethod
     def VALIDATE_INPUTS(cls, mode):
-        if not isinstance(mode, str) or service().spec(mode) is None:
-            return service().unknown_mode_message(str(mode))
+        if not isinstance(mode, str) or runtime_of(cls).modes.spec(mode) is None:
+            return runtime_of(cls).modes.unknown_mode_message(str(mode))
         return True
 
     @classmethod
     def IS_CHANGED(cls, mode):
         # ComfyUI reuses this node's outputs only while the mode's definition (defaults included)
         # and its files are unchanged.
-        spec = service().spec(mode)
+        spec = runtime_of(cls).modes.spec(mode)
         return spec.signature() if spec is not None else f"missing:{mode}"
 
     def switch(self, mode):
-        spec, loaded, cached = service().activate(mode)
+        spec, loaded, cached = runtime_of(self).modes.activate(mode)
         ui = {"distorch_mode": [{"mode": spec.name, "fingerprint": loaded.fingerprint, "cached": cached,
                                  "width": spec.width, "height": spec.height, "steps": spec.steps,
                                  "cfg": spec.guidance}]}

@@ -27,6 +27,7 @@ from ..distorch import pipeline
 from . import loaders
 from .keep_loaded import honour_keep_loaded
 from .placement_helpers import PatcherSlot, call_core, core_class, patcher_of, renamed, restamp
+from .bound import bind, runtime_of
 
 log = logging.getLogger("distorch.multigpu")
 CATEGORY = "DisTorch/MultiGPU compatible"
@@ -318,7 +319,7 @@ PIPELINES = {"gguf": _gguf, "unet": _unet, "clip": _clip, "dual_clip": _dual_cli
              "checkpoint_advanced": _checkpoint_advanced, "placed": _placed}
 
 
-def load_single(row: CompatNode, inputs: dict, keep_loaded: bool):
+def load_single(load_pipeline, row: CompatNode, inputs: dict, keep_loaded: bool):
     """A core loader with one model output, on the chosen device, recorded and split: the load
     pipeline with the core node as the host's loader."""
     facts = CORE_FACTS[row.core]
@@ -335,11 +336,11 @@ def load_single(row: CompatNode, inputs: dict, keep_loaded: bool):
             return (holder,)
         return (PatcherSlot(holder, "control_model_wrapped"),)  # a ControlNet keeps its patcher there
 
-    (placed,) = pipeline.default_pipeline().load(request, host_load, (facts.component,))
+    (placed,) = load_pipeline.load(request, host_load, (facts.component,))
     return (placed._owner if isinstance(placed, PatcherSlot) else placed,)
 
 
-def load_checkpoint_split(row: CompatNode, inputs: dict, keep_loaded: bool):
+def load_checkpoint_split(load_pipeline, row: CompatNode, inputs: dict, keep_loaded: bool):
     """CheckpointLoaderAdvancedDisTorch2MultiGPU: a device per part, a split for the diffusion
     model and for the text encoder."""
     ckpt_name = inputs["ckpt_name"]
@@ -358,7 +359,7 @@ def load_checkpoint_split(row: CompatNode, inputs: dict, keep_loaded: bool):
                                                         prefix="model.diffusion_model."))
     failure = None
     try:
-        outputs = pipeline.default_pipeline().load(
+        outputs = load_pipeline.load(
             request, lambda: call_core("CheckpointLoaderSimple", ckpt_name=ckpt_name)[:3], ("unet", "clip", "vae"))
     except pipeline.SplitFailed as exc:
         failure = renamed(str(exc), input_names(row, "clip_" if exc.component == "clip" else "unet_"))
@@ -375,9 +376,10 @@ class PlacedLoad:
     FUNCTION = "load_placed"
 
     def load_placed(self, keep_loaded: bool, **inputs):
+        load_pipeline = runtime_of(self).pipeline
         if self.ROW.variant == ADVANCED_DISTORCH2:
-            return load_checkpoint_split(self.ROW, dict(inputs), keep_loaded)
-        return load_single(self.ROW, dict(inputs), keep_loaded)
+            return load_checkpoint_split(load_pipeline, self.ROW, dict(inputs), keep_loaded)
+        return load_single(load_pipeline, self.ROW, dict(inputs), keep_loaded)
 
 
 honour_keep_loaded(PlacedLoad)
@@ -399,7 +401,9 @@ class MultiGPUCompatNode:
         """Run a loader class's function as this node (one loader object per node, so that what the
         keep_loaded holder keeps for this node is found again)."""
         held = self.__dict__.setdefault("_distorch_loaders", {})
-        loader = held.setdefault(loader_class, loader_class())
+        if loader_class not in held:
+            held[loader_class] = bind(loader_class, runtime_of(self))()
+        loader = held[loader_class]
         return getattr(loader, loader_class.FUNCTION)(**inputs)
 
     def load_compat(self, **inputs):

@@ -16,6 +16,7 @@ import torch
 
 from ..distorch import pipeline
 from .loaders import add_split_inputs, device_input, validate_allocation
+from .bound import runtime_of
 
 log = logging.getLogger("distorch.place")
 CATEGORY = "DisTorch/place"
@@ -71,7 +72,7 @@ class DisTorchPlaceModel:
             part = pipeline.part_request("unet", str(clone.load_device),
                                          split=(virtual_vram_gb, donor_device, allocation))
         request = pipeline.build_request(type(self).__name__, _source_of(model), keep_loaded, [part])
-        return pipeline.default_pipeline().place(request, (clone,), ("unet",))
+        return runtime_of(self).pipeline.place(request, (clone,), ("unet",))
 
 
 class DisTorchPlaceCLIP:
@@ -101,7 +102,7 @@ class DisTorchPlaceCLIP:
             part = pipeline.part_request("clip", str(clone.patcher.load_device),
                                          split=(virtual_vram_gb, donor_device, allocation))
         request = pipeline.build_request(type(self).__name__, _source_of(clip.patcher), keep_loaded, [part])
-        return pipeline.default_pipeline().place(request, (clone,), ("clip",))
+        return runtime_of(self).pipeline.place(request, (clone,), ("clip",))
 
 
 class DisTorchPlaceVAE:
@@ -126,7 +127,7 @@ class DisTorchPlaceVAE:
             _retargeted(clone.patcher, part, type(self).__name__)
             clone.device = clone.patcher.load_device
         request = pipeline.build_request(type(self).__name__, _source_of(vae.patcher), keep_loaded, [part])
-        return pipeline.default_pipeline().place(request, (clone,), ("vae",))
+        return runtime_of(self).pipeline.place(request, (clone,), ("vae",))
 
 
 PLACE_NODES = {"DisTorchPlaceModel": DisTorchPlaceModel, "DisTorchPlaceCLIP": DisTorchPlaceCLIP,

@@ -1,7 +1,7 @@
 """HTTP routes of the pack, one module per capability, registered on ComfyUI's PromptServer.
 
-Each capability module exposes ``add_routes(routes)`` taking an aiohttp ``RouteTableDef``; the
-pack's ``__init__.py`` calls ``register()`` once. ComfyUI mirrors every route of
+Each capability module exposes ``add_routes(routes, runtime)`` taking an aiohttp ``RouteTableDef``
+and the pack's runtime; the registration calls ``register(runtime)`` once. ComfyUI mirrors every route of
 ``PromptServer.instance.routes`` under ``/api`` itself.
 """
 from __future__ import annotations
@@ -22,18 +22,33 @@ def host_server():
     return getattr(getattr(sys.modules.get("server"), "PromptServer", None), "instance", None)
 
 
-def register(server=None) -> list[str]:
-    """Add every capability's routes to the server's route table; returns the modules added."""
+def add_on_prompt_handler(registry, server, handler, label: str) -> None:
+    """``server.add_on_prompt_handler(handler)``, recorded in ``registry`` with its removal (the
+    host has no remove: the handler is taken out of its list by identity)."""
+    server.add_on_prompt_handler(handler)
+
+    def remove():
+        handlers = getattr(server, "on_prompt_handlers", [])
+        for index in range(len(handlers) - 1, -1, -1):
+            if handlers[index] is handler:
+                del handlers[index]
+
+    registry.add(label, remove)
+
+
+def register(runtime, routes=None) -> list[str]:
+    """Add every capability's routes to the server's route table (or ``routes``), handing each the
+    runtime; returns the modules added. Without a server nothing is registered."""
     import importlib
 
-    if server is None:
-        server = host_server()
-        if server is None:
+    if routes is None:
+        if runtime.server is None:
             log.debug("no ComfyUI PromptServer in this process: routes not registered")
             return []
+        routes = runtime.server.routes
     added = []
     for name in CAPABILITIES:
         module = importlib.import_module(f"{__name__}.{name}")
-        module.add_routes(server.routes)
+        module.add_routes(routes, runtime)
         added.append(name)
     return added

@@ -20,8 +20,8 @@ from aiohttp import web
 
 from .. import device_utils
 from ..distorch.memory import fingerprint, report_document
-from ..model_management_mgpu import memory_control, offload_settings
-from . import host_server
+from ..model_management_mgpu import offload_settings
+from . import add_on_prompt_handler
 from .http import BadRequest, expect_number, expect_type, guarded, json_body, reject_unknown
 
 log = logging.getLogger("distorch.routes.memory")
@@ -37,12 +37,12 @@ def _event_interval() -> float:
         return 0.5
 
 
-def build_report() -> dict:
+def build_report(runtime) -> dict:
     """The memory document, built from scratch (blocking: run it off the event loop)."""
     import comfy.model_management as mm
 
-    control = memory_control(mm)
-    devices, ram = device_utils.read_all_devices()
+    control = runtime.memory
+    devices, ram = device_utils.read_all_devices(nvml=runtime.readings)
     models = []
     if control is not None:
         try:
@@ -60,8 +60,8 @@ class MemoryReporter:
     """Builds the memory document on its own thread, one build at a time; concurrent callers
     share the build in flight, and a finished document is reused for ``REPORT_TTL`` seconds."""
 
-    def __init__(self, build=build_report):
-        self._build = build
+    def __init__(self, build):
+        self._build = build  # () -> the document
         self._executor: ThreadPoolExecutor | None = None
         self._cached: tuple[float, dict] | None = None          # (when its build started, document)
         self._pending: tuple[float, asyncio.Future] | None = None
@@ -109,8 +109,10 @@ def _summary(document: dict) -> dict:
             "models": [m["name"] for m in document["models"]]}
 
 
-def add_routes(routes) -> None:
-    reporter = MemoryReporter()
+def add_routes(routes, runtime) -> None:
+    reporter = MemoryReporter(lambda: build_report(runtime))
+    runtime.reporter = reporter
+    runtime.on_close("memory report thread", reporter.close)
 
     @routes.get("/internal/memory")
     @guarded("GET /internal/memory")
@@ -130,13 +132,11 @@ def add_routes(routes) -> None:
         if model is not None and force:
             raise BadRequest("'model' and 'force' cannot be combined: force unloads every model on every device; "
                              'send {"model": "<id>"} to unload one model, or {"force": true} for all of them')
-        import comfy.model_management as mm
-
-        control = memory_control(mm)
+        control = runtime.memory
         if control is None:
             raise BadRequest("memory control is off in this ComfyUI (see the comfyui-distorch start-up "
                              "line): use ComfyUI's POST /free instead", status=503)
-        host = host_server()
+        host = runtime.server
         before = await reporter.report(fresh=True)
         if model is not None:
             _require_loaded(model, before)
@@ -169,16 +169,17 @@ def add_routes(routes) -> None:
                                  "current prompt finishes")
         return web.json_response(result, status=200 if done else 202)
 
-    host = host_server()
+    host = runtime.server
     if host is not None:
         _start_memory_events(host, reporter)
-        control = memory_control()
+        control = runtime.memory
         if control is not None and hasattr(host, "add_on_prompt_handler"):
             def release_survivors(json_data):
                 control.release_survivors()
                 return json_data
 
-            host.add_on_prompt_handler(release_survivors)
+            add_on_prompt_handler(runtime.registry, host, release_survivors,
+                                  "on_prompt handler: release the models the last unload kept")
 
 
 def _require_loaded(model: str, document: dict) -> None:

@@ -15,17 +15,10 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from . import host_server
 from .host_queue import queue_prompt
 from .http import BadRequest, error_response, expect_number, expect_type, guarded, json_body, reject_unknown
 
 log = logging.getLogger("distorch.routes")
-
-
-def _service():
-    from ..modes.runtime import service
-
-    return service()
 
 
 def _loaded_models() -> list[dict]:
@@ -147,19 +140,17 @@ def generate_prompt(mode: str, spec, request: GenerateRequest) -> tuple[dict, in
     return prompt, seed
 
 
-def _prompts_before(prompt_id: str) -> int | None:
+def _prompts_before(runtime, prompt_id: str) -> int | None:
     """How many prompts run before ``prompt_id`` (priorities and mode affinity counted), or None
     where the queue is not the pack's to read."""
-    from ..distorch.queue_control import queue_control
-
-    control = queue_control(getattr(host_server(), "prompt_queue", None))
+    control = runtime.queue
     return None if control is None else control.prompts_before(prompt_id)
 
 
-async def _wait_for(prompt_id: str, timeout: float) -> dict | None:
+async def _wait_for(server, prompt_id: str, timeout: float) -> dict | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        history = host_server().prompt_queue.get_history(prompt_id=prompt_id)
+        history = server.prompt_queue.get_history(prompt_id=prompt_id)
         entry = history.get(prompt_id)
         if entry and entry.get("status", {}).get("completed") is not None:
             return entry
@@ -167,22 +158,22 @@ async def _wait_for(prompt_id: str, timeout: float) -> dict | None:
     return None
 
 
-def add_routes(routes) -> None:
+def add_routes(routes, runtime) -> None:
     @routes.get("/distorch/modes")
     @guarded("GET /distorch/modes")
     async def list_modes(request):
-        return web.json_response(_service().listing())
+        return web.json_response(runtime.modes.listing())
 
     @routes.post("/distorch/modes/reload")
     @guarded("POST /distorch/modes/reload")
     async def reload_modes(request):
         reject_unknown(await json_body(request), ())
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(None, _service().reload, "route")
+        result = await loop.run_in_executor(None, runtime.modes.reload, "route")
         if not result.ok:
             return error_response(400, "the modes file has errors; the modes in force are unchanged",
                                   errors=[p.to_json() for p in result.errors])
-        return web.json_response({**_service().listing(), "reloaded_in_s": round(result.seconds, 4)})
+        return web.json_response({**runtime.modes.listing(), "reloaded_in_s": round(result.seconds, 4)})
 
     @routes.post("/distorch/modes/switch")
     @guarded("POST /distorch/modes/switch")
@@ -193,13 +184,13 @@ def add_routes(routes) -> None:
         mode = expect_type(body, "mode", str)
         if mode is None:
             raise BadRequest("the body needs 'mode': the name of a mode from GET /distorch/modes")
-        service = _service()
+        service = runtime.modes
         if service.spec(mode) is None:
             raise BadRequest(service.unknown_mode_message(mode), status=404)
         if service.is_cached(mode):
             return web.json_response({"mode": mode, "cached": True, "prompt_id": None})
         queued = await queue_prompt(request, preload_prompt(mode), priority=priority)
-        ahead = _prompts_before(queued["prompt_id"])
+        ahead = _prompts_before(runtime, queued["prompt_id"])
         answer = {"mode": mode, "cached": False, "prompt_id": queued["prompt_id"], "runs_after": ahead}
         if ahead is not None:
             answer["message"] = (f"Mode switch queued. Will switch after {ahead} pending prompt(s)" if ahead
@@ -209,13 +200,13 @@ def add_routes(routes) -> None:
     @routes.get("/distorch/models")
     @guarded("GET /distorch/models")
     async def models(request):
-        service = _service()
+        service = runtime.modes
         return web.json_response({"cache": service.cache.stats(), "loaded": _loaded_models()})
 
     @routes.post("/distorch/generate")
     @guarded("POST /distorch/generate")
     async def generate(request):
-        service = _service()
+        service = runtime.modes
         asked = parse_generate(await json_body(request, allow_empty=False, example=GENERATE_EXAMPLE))
         mode = asked.mode
         if mode is None:
@@ -230,7 +221,7 @@ def add_routes(routes) -> None:
         prompt_id = queued["prompt_id"]
         if not asked.wait:
             return web.json_response({"prompt_id": prompt_id, "mode": mode, "seed": seed})
-        entry = await _wait_for(prompt_id, timeout=asked.timeout)
+        entry = await _wait_for(runtime.server, prompt_id, timeout=asked.timeout)
         headers = {"X-Mode": mode, "X-Seed": str(seed), "X-Prompt-Id": prompt_id}
         if entry is None:
             return error_response(504, f"prompt {prompt_id} did not finish in time; poll /history/{prompt_id}",

@@ -144,7 +144,7 @@ def plan_response(query) -> dict:
     }
 
 
-def add_routes(routes: web.RouteTableDef) -> None:
+def add_routes(routes: web.RouteTableDef, runtime) -> None:
     @routes.get("/distorch/plan")
     @guarded("GET /distorch/plan")
     async def distorch_plan(request: web.Request) -> web.Response:

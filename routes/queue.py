@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 
 from aiohttp import web
 
-from ..distorch.queue_control import (MAX_MAX_PASSES, QueueControl, affinity_from_environment,
-                                      queue_control, request_priority)
+from ..distorch.queue_control import MAX_MAX_PASSES, QueueControl, affinity_from_environment, request_priority
 from ..distorch.scheduler import PriorityError, parse_priority
-from . import host_server
+from . import add_on_prompt_handler
 from .http import BadRequest, expect_number, guarded, json_body, reject_unknown
 
 log = logging.getLogger("distorch.routes.queue")
@@ -30,22 +30,21 @@ PROMPT_PATHS = ("/prompt", "/api/prompt")
 EVENT = "distorch.queue"
 
 
-def _loaded_modes() -> list[str]:
-    from ..modes.runtime import service
+def _loaded_modes(runtime) -> Callable[[], list[str]]:
+    def loaded() -> list[str]:
+        try:
+            return runtime.modes.cached_modes()
+        except Exception as exc:  # the modes service is optional to the queue
+            log.debug("no loaded modes: %s", exc)
+            return []
+    return loaded
 
-    try:
-        return service().cached_modes()
-    except Exception as exc:  # the modes service is optional to the queue
-        log.debug("no loaded modes: %s", exc)
-        return []
 
-
-def _control() -> QueueControl:
-    control = queue_control(getattr(host_server(), "prompt_queue", None))
-    if control is None:
+def _control(runtime) -> QueueControl:
+    if runtime.queue is None:
         raise BadRequest("queue priorities are off in this ComfyUI (see the comfyui-distorch start-up line)",
                          status=503)
-    return control
+    return runtime.queue
 
 
 def priority_error(json_data) -> str | None:
@@ -60,24 +59,28 @@ def priority_error(json_data) -> str | None:
     return None
 
 
-@web.middleware
-async def refuse_bad_priority(request: web.Request, handler):
-    # inert once uninstalled: aiohttp cannot take a middleware out of a started app
-    if request.method == "POST" and request.path in PROMPT_PATHS and \
-            queue_control(getattr(host_server(), "prompt_queue", None)) is not None:
-        try:
-            body = json.loads(await request.read() or b"null")  # aiohttp keeps the body for the handler
-        except ValueError:
-            body = None  # the host's handler answers malformed JSON itself
-        message = priority_error(body)
-        if message is not None:
-            error = {"type": "invalid_priority", "message": message, "details": message, "extra_info": {}}
-            return web.json_response({"error": error, "node_errors": {}}, status=400)
-    return await handler(request)
+def priority_middleware(runtime):
+    """An aiohttp middleware refusing a bad priority on ``POST /prompt`` with the host's error
+    format. aiohttp cannot take a middleware out of a started app: once the runtime's queue
+    control is gone (uninstalled) it passes every request through."""
+    @web.middleware
+    async def refuse_bad_priority(request: web.Request, handler):
+        if request.method == "POST" and request.path in PROMPT_PATHS and runtime.queue is not None:
+            try:
+                body = json.loads(await request.read() or b"null")  # aiohttp keeps the body for the handler
+            except ValueError:
+                body = None  # the host's handler answers malformed JSON itself
+            message = priority_error(body)
+            if message is not None:
+                error = {"type": "invalid_priority", "message": message, "details": message, "extra_info": {}}
+                return web.json_response({"error": error, "node_errors": {}}, status=400)
+        return await handler(request)
+    return refuse_bad_priority
 
 
-def install(server) -> str | None:
-    """Wrap the server's queue, add the on_prompt handler and the middleware. Why not, or None."""
+def install(server, runtime) -> str | None:
+    """Wrap the server's queue, add the on_prompt handler and the middleware, each recorded in
+    the runtime's patch registry; the runtime's ``queue`` is then the QueueControl. Why not, or None."""
     queue = getattr(server, "prompt_queue", None)
     if queue is None or not hasattr(server, "add_on_prompt_handler"):
         return "this ComfyUI's server has no prompt queue or on_prompt handlers"
@@ -90,46 +93,50 @@ def install(server) -> str | None:
     def changed():
         server.send_sync(EVENT, control.report())
 
-    control = QueueControl(_loaded_modes, max_passes, on_change=changed)
-    why = control.install(queue)
+    control = QueueControl(_loaded_modes(runtime), max_passes, on_change=changed)
+    registry = runtime.registry
+    why = control.install(queue, registry)
     if why is not None:
         return why
+    runtime.queue = control
+
+    def forget_control():
+        runtime.queue = None
+
+    registry.add("queue control (runtime.queue)", forget_control)
+
     def number_prompt(json_data):
         return control.number_prompt(server, json_data)
 
-    number_prompt.__distorch_queue__ = control
-    server.add_on_prompt_handler(number_prompt)
+    add_on_prompt_handler(registry, server, number_prompt, "on_prompt handler: queue priorities")
     app = getattr(server, "app", None)
     middlewares = getattr(app, "middlewares", None)
     if middlewares is not None and not middlewares.frozen:
-        middlewares.append(refuse_bad_priority)
+        middleware = priority_middleware(runtime)
+        middlewares.append(middleware)
+
+        def remove_middleware():
+            if not middlewares.frozen and middleware in middlewares:
+                middlewares.remove(middleware)  # else it stays, inert (runtime.queue is None)
+
+        registry.add("middleware: refuse a bad priority", remove_middleware)
     else:
         log.warning("comfyui-distorch: the server already started; an unknown priority is queued as normal "
                     "instead of refused")
     return None
 
 
-def uninstall(server) -> bool:
-    """Undo ``install``: the queue's wrappers and the on_prompt handler (the middleware stays, inert)."""
-    control = queue_control(getattr(server, "prompt_queue", None))
-    if control is None:
-        return False
-    handlers = getattr(server, "on_prompt_handlers", [])
-    handlers[:] = [h for h in handlers if getattr(h, "__distorch_queue__", None) is not control]
-    return control.uninstall(server.prompt_queue)
-
-
-def add_routes(routes) -> None:
-    server = host_server()
+def add_routes(routes, runtime) -> None:
+    server = runtime.server
     if server is not None:
-        why = install(server)
+        why = install(server, runtime)
         if why is not None:
             log.warning("comfyui-distorch: queue priorities off: %s", why)
 
     @routes.get("/distorch/queue")
     @guarded("GET /distorch/queue")
     async def get_queue(request):
-        return web.json_response(_control().report())
+        return web.json_response(_control(runtime).report())
 
     @routes.post("/distorch/queue/affinity")
     @guarded("POST /distorch/queue/affinity")
@@ -140,7 +147,7 @@ def add_routes(routes) -> None:
         if value is None:
             raise BadRequest('give \'max_passes\': how many times a prompt may be passed (0 = affinity off), '
                              'e.g. {"max_passes": 2}')
-        control = _control()
+        control = _control(runtime)
         try:
             control.set_max_passes(int(value))
         except PermissionError as exc:

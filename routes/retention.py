@@ -18,21 +18,19 @@ KEYS = ("max_models", "ram_percent")
 EXAMPLE = '{"max_models": 4, "ram_percent": 30}'
 
 
-def _control():
-    from ..model_management_mgpu import memory_control
-
-    control = memory_control()
+def _control(runtime):
+    control = runtime.memory
     if control is None:
         raise BadRequest("memory control is off in this ComfyUI (see the comfyui-distorch start-up line), so "
                          "nothing is retained", status=503)
     return control
 
 
-def add_routes(routes) -> None:
+def add_routes(routes, runtime) -> None:
     @routes.get("/distorch/retention")
     @guarded("GET /distorch/retention")
     async def get_retention(request):
-        return web.json_response(_control().retention_report())
+        return web.json_response(_control(runtime).retention_report())
 
     @routes.post("/distorch/retention")
     @guarded("POST /distorch/retention")
@@ -44,7 +42,7 @@ def add_routes(routes) -> None:
         changes = {"max_models": expect_number(body, "max_models", 0, 1000, integer=True),
                    "ram_percent": expect_number(body, "ram_percent", 0, 100)}
         changes = {key: value for key, value in changes.items() if value is not None}
-        control = _control()
+        control = _control(runtime)
         if control.budget.source == "environment":
             raise BadRequest(f"the retention budget is set by {MAX_MODELS_ENV} / {RAM_PERCENT_ENV} in ComfyUI's "
                              "environment, which wins over the settings dialog: change or unset them and restart "

@@ -48,7 +48,7 @@ def main() -> int:
     apply = importlib.import_module("comfyui_distorch.distorch.apply")
     split_module = importlib.import_module("comfyui_distorch.distorch.split")
     placement = importlib.import_module("comfyui_distorch.distorch.placement")
-    transfers = importlib.import_module("comfyui_distorch.distorch.pipeline").default_pipeline().split_runtime.transfers
+    transfers = pack.RUNTIME.pipeline.split_runtime.transfers
     unet = Path(unet_file(args.unet_depth)).name
     positive, negative = gpu_figures.synthetic_conditioning(torch, "sd15")
     latent = gpu_figures.empty_latent(torch, "sd15", args.size)

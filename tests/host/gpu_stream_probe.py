@@ -50,7 +50,7 @@ def main() -> int:
     import comfy.model_management as mm
 
     apply = importlib.import_module("comfyui_distorch.distorch.apply")
-    transfers = importlib.import_module("comfyui_distorch.distorch.pipeline").default_pipeline().split_runtime.transfers
+    transfers = pack.RUNTIME.pipeline.split_runtime.transfers
     dit = Path(dit_file(args.dit_depth)).name
     positive, negative = gpu_figures.synthetic_conditioning(torch, "flux", args.context_tokens)
     latent = gpu_figures.empty_latent(torch, "flux", args.size)

@@ -248,13 +248,15 @@ def test_dynamic_vram_is_detected_and_refused_with_one_clear_message(comfy_host,
 
     monkeypatch.setattr(mp, "ModelPatcherDynamic", ModelPatcherDynamic, raising=False)
     monkeypatch.setattr(mp, "CoreModelPatcher", ModelPatcherDynamic, raising=False)
-    monkeypatch.setattr(dynamic_vram, "_reported", set())
+    from distorch.split_model import SplitRuntime
+
     cpu = torch.device("cpu")
     dynamic = ModelPatcherDynamic(tiny_model(comfy_host), load_device=cpu, offload_device=cpu)
+    owner = SplitRuntime()  # the log line is given once per owner (the pack's runtime)
     with caplog.at_level("WARNING", logger="distorch"):
         for _ in range(2):
             with pytest.raises(SplitUnsupported, match="--disable-dynamic-vram"):
-                split(comfy_host, dynamic)
+                split(comfy_host, dynamic, runtime=owner)
     assert type(dynamic) is ModelPatcherDynamic and "distorch.split" not in dynamic.attachments
     assert len([r for r in caplog.records if "DynamicVRAM" in r.getMessage()]) == 1
 

@@ -95,8 +95,7 @@ def test_a_changed_lowvram_patch_is_named(host, monkeypatch):
     assert not report.ok and "does not take (key, patches, convert_func, set_func)" in report.summary()
 
 
-def test_the_loaders_expose_the_check_for_registration(host, pack_module):
-    loaders = pack_module("nodes.loaders")
-    report = loaders.check_split_host()
-    pipeline = pack_module("distorch.pipeline")
-    assert report.ok and pipeline.default_pipeline().split_runtime.host is report
+def test_the_runtime_keeps_the_check_made_at_registration(host, pack_module):
+    runtime = pack_module("distorch.runtime").Runtime()
+    report = runtime.pipeline.split_runtime.host_report()
+    assert report.ok and runtime.pipeline.split_runtime.host_report() is report  # made once, kept

@@ -28,15 +28,16 @@ def queue(mm):
 @pytest.fixture
 def control(mm, pack_module, queue):
     patches = pack_module("model_management_mgpu")
+    registry = pack_module("distorch.patch_registry").PatchRegistry()
     original_unload = mm.unload_all_models
     original_get_flags = queue.get_flags
-    report = patches.install(mm, queue=queue)
+    report = patches.install(registry, mm, queue=queue)
     assert "unload_all_models" in report.patched and report.free_requests_watched
-    yield patches.memory_control(mm)
+    yield report.memory
     mm.unload_all_models()  # whatever the test left (outside a /free flow: the host's meaning)
     original_unload()
     mm.current_loaded_models.clear()
-    patches.uninstall(mm, queue=queue)
+    registry.uninstall()
     assert mm.unload_all_models is original_unload
     assert queue.get_flags == original_get_flags and "get_flags" not in queue.__dict__
 
@@ -328,14 +329,16 @@ def test_the_queue_watcher_is_removable_and_only_on_that_queue(mm, pack_module, 
     import execution
 
     patches = pack_module("model_management_mgpu")
+    registry = pack_module("distorch.patch_registry").PatchRegistry()
     other = execution.PromptQueue(_Server())
     control = patches.MemoryControl(mm)
-    assert patches.watch_free_requests(queue, control) is None
+    assert patches.watch_free_requests(registry, queue, control) is None
     assert "get_flags" in queue.__dict__ and "get_flags" not in other.__dict__
-    assert patches.watch_free_requests(queue, control) is None  # idempotent: not wrapped twice
-    assert not hasattr(queue.get_flags.__wrapped__, patches.FLOW_FLAGS_MARKER)
-    assert patches.unwatch_free_requests(queue) and "get_flags" not in queue.__dict__
-    assert not patches.unwatch_free_requests(queue)
+    wrapper = queue.get_flags
+    assert patches.watch_free_requests(registry, queue, control) is None  # idempotent: not wrapped twice
+    assert queue.get_flags is wrapper and len(registry) == 1
+    assert registry.uninstall().restored == ["PromptQueue.get_flags"] and "get_flags" not in queue.__dict__
+    assert registry.uninstall().restored == []
 
 
 # ---- unload one model by id (POST /distorch/free {"model": id}, the panel's per-model button) ----

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from distorch.queue_control import QueueControl, affinity_from_environment, prompt_mode, queue_control
+from distorch.patch_registry import PatchRegistry
+from distorch.queue_control import QueueControl, affinity_from_environment, prompt_mode
 
 
 class _Server:
@@ -48,19 +49,21 @@ def test_install_wraps_only_this_queue_and_uninstall_restores_it(mm, queue):
     import execution
 
     other = execution.PromptQueue(_Server())
-    control = QueueControl()
-    assert control.install(queue) is None and queue_control(queue) is control
-    assert queue_control(other) is None and execution.PromptQueue.get.__name__ == "get"
+    control, registry = QueueControl(), PatchRegistry()
+    assert control.install(queue, registry) is None
+    assert registry.patch_for(queue, "get").context is control and registry.patch_for(other, "get") is None
+    assert execution.PromptQueue.get.__name__ == "get" and "get" not in vars(other)
     assert {"get", "put", "task_done", "delete_queue_item", "wipe_queue"} <= set(vars(queue))
-    assert control.uninstall(queue)
+    assert control.install(queue, registry) is None and len(registry) == 5  # not wrapped twice
+    registry.uninstall()
     assert not {"get", "put", "task_done", "delete_queue_item", "wipe_queue"} & set(vars(queue))
-    assert queue.get.__func__ is execution.PromptQueue.get and queue_control(queue) is None
-    assert not control.uninstall(queue)
+    assert queue.get.__func__ is execution.PromptQueue.get and registry.patch_for(queue, "get") is None
 
 
 def test_the_worker_takes_a_prompt_of_the_loaded_mode_first_and_the_queue_shows_it(mm, queue):
     control = QueueControl(loaded_modes=lambda: {"b"}, max_passes=1)
-    control.install(queue)
+    registry = PatchRegistry()
+    control.install(queue, registry)
     for entry in (item(1, "p1", "a"), item(2, "p2", "b"), item(3, "p3", None)):
         queue.put(entry)
     taken, task = queue.get(timeout=1)
@@ -72,18 +75,19 @@ def test_the_worker_takes_a_prompt_of_the_loaded_mode_first_and_the_queue_shows_
     assert queue.get(timeout=1)[0][1] == "p1"  # passed once already: not again
     queue.task_done(task, {}, None)
     assert control.report()["completed"] == 1 and control.report()["affinity"]["run_early"] == 1
-    control.uninstall(queue)
+    registry.uninstall()
 
 
 def test_get_still_waits_for_a_prompt_and_times_out_as_the_hosts_does(mm, queue):
     control = QueueControl(loaded_modes=lambda: {"b"})
-    control.install(queue)
+    registry = PatchRegistry()
+    control.install(queue, registry)
     started = time.monotonic()
     assert queue.get(timeout=0.3) is None
     assert time.monotonic() - started < 0.55  # the timeout once, not twice (the worker times its gc by it)
     threading.Timer(0.1, queue.put, [item(1, "late", "a")]).start()
     assert queue.get(timeout=5)[0][1] == "late"
-    control.uninstall(queue)
+    registry.uninstall()
 
 
 def _worker_get(queue, timeout, result):
@@ -98,7 +102,8 @@ def test_set_flag_wakes_an_idle_worker_at_once(mm, queue, max_passes):
     """POST /free calls set_flag, which notifies the worker waiting in get. The wrapper must give
     that wake-up back (return None as the host's get does), not swallow it and wait on."""
     control = QueueControl(loaded_modes=lambda: {"b"}, max_passes=max_passes)
-    control.install(queue)
+    registry = PatchRegistry()
+    control.install(queue, registry)
     result = []
     worker = threading.Thread(target=_worker_get, args=(queue, 1000.0, result), daemon=True)
     worker.start()
@@ -111,14 +116,15 @@ def test_set_flag_wakes_an_idle_worker_at_once(mm, queue, max_passes):
         assert queue.get_flags() == {"unload_models": True}
     finally:
         queue.put(item(1, "release", None))  # let a stuck worker go
-        control.uninstall(queue)
+        registry.uninstall()
 
 
 def test_flags_set_before_the_worker_waits_are_not_slept_on(mm, queue):
     """A /free that lands while the worker runs its gc pass (between its flag check and its next get)
     is picked up by the next get at once."""
     control = QueueControl()
-    control.install(queue)
+    registry = PatchRegistry()
+    control.install(queue, registry)
     queue.set_flag("unload_models", True)  # nobody waits: the notify reaches no one
     result = []
     worker = threading.Thread(target=_worker_get, args=(queue, 1000.0, result), daemon=True)
@@ -130,7 +136,7 @@ def test_flags_set_before_the_worker_waits_are_not_slept_on(mm, queue):
         assert queue.get_flags() == {"unload_models": True}
     finally:
         queue.put(item(1, "release", None))
-        control.uninstall(queue)
+        registry.uninstall()
 
 
 def test_a_prompts_mode_is_the_one_mode_its_switch_nodes_name():

@@ -6,12 +6,12 @@
   ``distorch-`` (those POST /distorch/generate builds), renames the prefix to ``hooked-`` and adds
   ``extra_data["hooked"]``: a change the host must honour;
 - ``POST /distorch-test/memory-walk`` ``{"sleep": seconds, "fail": bool}``: makes comfyui-distorch's
-  model walk (``MemoryControl.loaded_models``, reached through the patched
-  ``comfy.model_management.unload_all_models``) slow or failing; ``GET`` returns how often it ran.
+  model walk (``MemoryControl.loaded_models``, reached through the pack's ``RUNTIME``) slow or failing; ``GET`` returns how often it ran.
 """
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -20,6 +20,14 @@ from aiohttp import web
 
 NODE_CLASS_MAPPINGS = {}
 log = logging.getLogger("distorch.test_hooks")
+
+
+def distorch_runtime():
+    """comfyui-distorch's runtime: ComfyUI keys a folder pack's module by its path."""
+    for name, module in list(sys.modules.items()):
+        if name.rstrip("/").endswith("comfyui-distorch") and getattr(module, "RUNTIME", None) is not None:
+            return module.RUNTIME
+    return None
 
 
 class Hooks:
@@ -65,7 +73,7 @@ def _register():
     @prompt_server.routes.post("/distorch-test/memory-walk")
     async def set_walk(request):
         body = await request.json()
-        control = getattr(comfy.model_management.unload_all_models, "__distorch_control__", None)
+        control = getattr(distorch_runtime(), "memory", None)
         if control is None:
             return web.json_response({"error": "comfyui-distorch memory control is not installed"}, status=409)
         with hooks.lock:

@@ -1,0 +1,47 @@
+"""Builds the pack's one ``Runtime`` (distorch/runtime.py) and wires it to the host: the patches of
+``comfy.model_management`` and of the prompt queue, the routes, the modes service, the node classes
+(bound to it). Called once by ``__init__.py``; tests call it to get a runtime of their own and
+``runtime.close()`` to undo everything it did."""
+from __future__ import annotations
+
+import logging
+
+from . import model_management_mgpu, routes
+from .distorch import __version__
+from .distorch.runtime import Runtime
+from .modes.runtime import ModesService
+from .nodes import node_mappings
+
+log = logging.getLogger("distorch")
+
+
+def build_runtime(server=None, module=None, start_services: bool | None = None) -> Runtime:
+    """The runtime, with every host change made through its registry. ``server``: ComfyUI's
+    PromptServer (None outside a running ComfyUI: no routes, no queue control, no file watcher);
+    ``module``: the ``comfy.model_management`` to patch (the host's by default)."""
+    runtime = Runtime(server=server)
+    report = model_management_mgpu.install(runtime.registry, module=module,
+                                           queue=getattr(server, "prompt_queue", None), readings=runtime.readings)
+    runtime.install_report = report
+    runtime.memory = report.memory
+    runtime.modes = ModesService(runtime.pipeline, runtime.memory, server)
+    runtime.added_routes = routes.register(runtime)
+    if start_services if start_services is not None else server is not None:
+        runtime.modes.start(runtime.registry)
+        runtime.on_close("modes service", runtime.modes.stop)
+    return runtime
+
+
+def register(server=None):
+    """What ComfyUI imports: (runtime, node class mappings, display names), with one log line."""
+    server = server if server is not None else routes.host_server()
+    runtime = build_runtime(server)
+    classes, titles = node_mappings(runtime)
+    split_host = runtime.pipeline.split_runtime.host_report()  # logs one warning if the internals differ
+    report = runtime.install_report
+    log.info("comfyui-distorch %s: %d nodes; patched comfy.model_management: %s%s; routes: %s%s", __version__,
+             len(classes), ", ".join(report.patched) or "nothing",
+             " (keep_loaded rule on POST /free)" if report.free_requests_watched else "",
+             ", ".join(runtime.added_routes) or "none",
+             "" if split_host.ok else "; splits off (this ComfyUI's internals differ: see the warning above)")
+    return runtime, classes, titles
