@@ -1,6 +1,7 @@
 """What a model or LoRA file is, from its safetensors header alone (no weight is read).
 
-The header (8-byte length + JSON) gives every tensor's name, dtype and shape. Shape-only tensors
+``safetensors.safe_open`` reads the header (it checks the JSON, the dtypes, the shapes and that the
+data offsets cover the file) and gives every tensor's name, dtype and shape. Shape-only tensors
 on the ``meta`` device are handed to the host's own detection (``comfy.model_detection``), so
 every architecture the running ComfyUI knows is covered without a table of our own. A LoRA's base
 is read from its cross-attention projections (the input width of ``attn2.to_k`` is the model's
@@ -8,22 +9,21 @@ context width: 768 SD1.x, 1024 SD2.x, 2048 SDXL).
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+try:  # the pack: modes/ sits beside distorch/
+    from ..distorch.dtypes import TORCH_NAMES
+except ImportError:  # modes imported on its own (unit tests put the repository root on sys.path)
+    from distorch.dtypes import TORCH_NAMES
+
 log = logging.getLogger("distorch.modes")
 
-MAX_HEADER_BYTES = 100 << 20
+MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
-_DTYPES = {
-    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64", "I32": "int32",
-    "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool", "F8_E4M3": "float8_e4m3fn",
-    "F8_E5M2": "float8_e5m2",
-}
 # LoRA keys of the second cross-attention projection, in the naming schemes ComfyUI reads
 _LORA_TO_K = re.compile(r"attn2[._]to_k(?:\.lora_down|\.lora_A|\.lora\.down|_lora\.down)\.weight$")
 
@@ -33,38 +33,33 @@ class HeaderError(ValueError):
 
 
 def read_header(path: str | Path) -> dict:
-    """name -> {"dtype", "shape"} for every tensor (``__metadata__`` dropped)."""
+    """name -> {"dtype", "shape"} for every tensor (``__metadata__`` left out). The first 8 bytes
+    (the header's length) are checked here only to say precisely what is wrong with a short file."""
+    from safetensors import SafetensorError, safe_open
+
     path = Path(path)
     try:
+        size = path.stat().st_size
         with open(path, "rb") as handle:
             raw_length = handle.read(8)
-            if len(raw_length) < 8:
-                raise HeaderError(f"'{path.name}' is {path.stat().st_size} bytes: too short for a safetensors "
-                                  "file; it is truncated or not a model: export or download it again")
-            (length,) = struct.unpack("<Q", raw_length)
-            if length > MAX_HEADER_BYTES:
-                raise HeaderError(f"'{path.name}' declares a {length:,}-byte header: not a safetensors file "
-                                  "(or a corrupt one); export or download it again")
-            raw = handle.read(length)
     except OSError as exc:
         raise HeaderError(f"'{path}' cannot be read: {exc.strerror or exc}") from None
-    if len(raw) < length:
+    if len(raw_length) < 8:
+        raise HeaderError(f"'{path.name}' is {size} bytes: too short for a safetensors file; it is truncated or "
+                          "not a model: export or download it again")
+    (length,) = struct.unpack("<Q", raw_length)
+    if length > MAX_HEADER_BYTES:
+        raise HeaderError(f"'{path.name}' declares a {length:,}-byte header: not a safetensors file "
+                          "(or a corrupt one); export or download it again")
+    if 8 + length > size:
         raise HeaderError(f"'{path.name}' ends inside its header: truncated; export or download it again")
     try:
-        header = json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # RecursionError: '[[[[...' nested deeper than Python recurses
-        raise HeaderError(f"'{path.name}' has no valid safetensors header ({exc}); "
-                          "it is corrupt or not a safetensors file") from None
-    if not isinstance(header, dict):
-        raise HeaderError(f"'{path.name}' has no valid safetensors header")
-    header.pop("__metadata__", None)
-    for name, info in header.items():  # the readers below rely on it: {"dtype": text, "shape": [n, ...]}
-        shape = info.get("shape") if isinstance(info, dict) else None
-        if not (isinstance(shape, list) and isinstance(info.get("dtype"), str)
-                and all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**48 for n in shape)):
-            raise HeaderError(f"'{path.name}' has a malformed header entry for tensor '{name}' (a dtype and a "
-                              "shape of whole numbers are required); it is corrupt: export or download it again")
-    return header
+        with safe_open(path, framework="numpy") as handle:  # numpy: no torch needed to read a header
+            return {name: {"dtype": piece.get_dtype(), "shape": list(piece.get_shape())}
+                    for name in handle.keys() for piece in (handle.get_slice(name),)}
+    except (SafetensorError, OSError) as exc:
+        raise HeaderError(f"'{path.name}' has no valid safetensors header ({exc}); it is truncated, corrupt or "
+                          "not a safetensors file: export or download it again") from None
 
 
 def shape_only_state_dict(header: dict) -> dict:
@@ -73,7 +68,7 @@ def shape_only_state_dict(header: dict) -> dict:
 
     state = {}
     for name, info in header.items():
-        dtype = getattr(torch, _DTYPES.get(str(info.get("dtype")), "float32"), torch.float32)
+        dtype = getattr(torch, TORCH_NAMES.get(str(info.get("dtype")), "float32"), torch.float32)
         try:
             state[name] = torch.empty(tuple(info.get("shape", ())), dtype=dtype, device="meta")
         except RuntimeError as exc:  # a shape whose size overflows 64 bits: a corrupt file

@@ -2,6 +2,8 @@
 
 SD1.5 comes from the cached synthetic files; SD2 and SDXL UNets are built on the meta device
 from ComfyUI's classes and written as header-only files (no weights: detection must not need them).
+Such a file is as long as its header declares, but its data region is a hole (a sparse file): nothing
+is written there.
 """
 import json
 import struct
@@ -22,7 +24,7 @@ def comfy_host(mm):
 
 
 def header_only_file(path, state, prefix=""):
-    """A safetensors header naming every tensor, and no data after it."""
+    """A safetensors header naming every tensor; the data it declares is a hole (nothing written)."""
     header, offset = {}, 0
     dtype_names = {"torch.float16": "F16", "torch.float32": "F32"}
     for name, tensor in state.items():
@@ -31,7 +33,9 @@ def header_only_file(path, state, prefix=""):
                                  "data_offsets": [offset, offset + size]}
         offset += size
     raw = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(raw)) + raw)
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(raw)) + raw)
+        handle.truncate(8 + len(raw) + offset)
     return path
 
 
@@ -82,7 +86,8 @@ def test_sd2_and_sdxl_detected_from_header_only_files(comfy_host, tmp_path):
     assert (sd2.family, sd2.context_dim) == ("SD20", 1024)
     assert (sdxl.family, sdxl.context_dim) == ("SDXL", 2048)
     assert sdxl.kind == "diffusion_model"  # UNet keys only, even under the checkpoint prefix
-    assert (tmp_path / "sdxl.safetensors").stat().st_size < 1 << 20  # really header only
+    written = (tmp_path / "sdxl.safetensors").stat()
+    assert written.st_size > 1 << 30 and written.st_blocks * 512 < 1 << 20  # really header only: the rest a hole
 
 
 def test_lora_width_and_mismatch():
@@ -99,7 +104,9 @@ def test_lora_width_and_mismatch():
 
 @pytest.mark.parametrize("content,needle", [(b"", "too short"), (struct.pack("<Q", 1 << 40), "header"),
                                             (struct.pack("<Q", 50) + b"{", "ends inside its header"),
-                                            (struct.pack("<Q", 3) + b"abc", "no valid safetensors header")])
+                                            (struct.pack("<Q", 3) + b"abc", "no valid safetensors header"),
+                                            (struct.pack("<Q", 61) + b'{"w": {"dtype": "F16", "shape": [2], '
+                                             b'"data_offsets": [0, 4]}}' + b"\0\0", "truncated")])  # data cut short
 def test_unreadable_headers_name_the_file(tmp_path, content, needle):
     from modes.header import HeaderError, read_header
 

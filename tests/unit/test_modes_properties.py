@@ -30,11 +30,12 @@ LINE_BREAKS = re.compile(r"\r\n|[\r\n\x85\u2028\u2029]")  # what YAML counts as 
 
 
 def lora_file(path: Path, width: int | None, header: dict | None = None):
-    """A LoRA whose header says its cross-attention width (data bytes left out: only headers are read)."""
+    """A LoRA whose header says its cross-attention width (its data zeros: only headers are read)."""
     if header is None:
         header = {"lora_unet_x_attn2_to_k.lora_down.weight": {"dtype": "F16", "shape": [4, width],
                                                                "data_offsets": [0, 8 * width]}}
-    path.write_bytes(framed(json.dumps(header).encode()))
+    data = 8 * width if width else 0
+    path.write_bytes(framed(json.dumps(header).encode()) + bytes(data))
 
 
 def framed(raw: bytes) -> bytes:

@@ -188,8 +188,24 @@ modes:
     by_line = {p.line: p.message for p in problems}
     assert "cuda:7" in by_line[5]
     assert "weight_dtype: 'fp4' is not allowed" in by_line[6] and "fp8_e4m3fn" in by_line[6]
-    assert "missing 'path'" in by_line[8]
+    assert "missing key 'path'" in by_line[8]
     assert "is not a LoRA" in by_line[9]
+
+
+def test_errors_inside_lora_entries_options_and_metadata_are_located_at_their_key(tmp_path, root):
+    problems = errors(mode(root, """loras:
+  - path: loras/l.safetensors
+    strenght: 0.5
+  - {path: loras/l.safetensors, strength_clip: 300}
+vae_tiling: {tile_size: 512, overlap: 200}
+metadata:
+  notes: [fine, {ratio: .nan}]"""), tmp_path)
+    by_line = {p.line: p.message for p in problems}
+    assert "unknown key 'strenght' in modes.a.loras[0]; did you mean 'strength'?" in by_line[7]
+    assert "loras[1].strength_clip: 300 is out of range; allowed -100 to 100" in by_line[8]
+    assert "overlap: 200 is more than a quarter of tile_size 512; use at most 128" in by_line[9]
+    assert "metadata.notes[1].ratio: nan cannot be sent as JSON" in by_line[11]
+    assert len(problems) == 4
 
 
 def test_alias_bomb_is_refused(tmp_path):

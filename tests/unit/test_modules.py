@@ -46,11 +46,12 @@ def test_compute_floor_counts_pinned_modules_and_the_largest_movable_one():
     assert compute_floor([]) == (0, 0)
 
 
-def test_the_modes_tables_agree_with_the_one_dtype_table():
-    """modes/ stays importable on its own (its pure modules are tested as a top-level package), so
-    it keeps its own copies of two tables: they must not drift from distorch/dtypes.py."""
+def test_modes_reads_the_one_dtype_table():
+    """modes/ keeps no dtype table of its own: its header reader and its schema use distorch/dtypes.py
+    (also when modes/ is imported on its own, as these tests do)."""
     from distorch import dtypes
     from modes import header, schema
 
     assert schema.WEIGHT_DTYPES == tuple(dtypes.WEIGHT_DTYPES)
-    assert header._DTYPES.items() <= dtypes.TORCH_NAMES.items()
+    assert header.TORCH_NAMES is dtypes.TORCH_NAMES
+    assert not [name for name in vars(header) if "DTYPE" in name.upper()]
