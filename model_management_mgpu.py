@@ -24,7 +24,6 @@ Patches (switch any off with ``DISTORCH_DISABLE_PATCHES=name,name``):
 """
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import logging
 import os
@@ -39,7 +38,7 @@ from .distorch import dynamic_vram
 from .distorch.device_choice import chosen_device, device_override  # noqa: F401  (device_override: for callers)
 from .distorch.memory import ModelMemory, OffloadSettings, change_line
 from .distorch.patch_registry import PatchError, PatchRegistry
-from .distorch.placement import attach, placement_of, whole_size
+from .distorch.placement import placement_of, whole_size
 from .distorch.retention import (MAX_MODELS_ENV, RAM_PERCENT_ENV, BudgetError, RetainedModels, Retained,
                                  RetentionBudget, budget_from_environment, over_budget)
 
@@ -315,7 +314,8 @@ class MemoryControl:
                 log.info("unload models (core): no DisTorch model loaded, so ComfyUI's own unload ran")
                 return result
             else:
-                flagged = [e for e in managed if not placement_of(e.model).keep_loaded]
+                kept_models = self._kept_models()
+                flagged = [e for e in managed if id(e.model.model) not in kept_models]
                 mode = "selective" if flagged else "noop"
                 unloaded, failed = self._unload(flagged)
                 released = 0
@@ -526,14 +526,19 @@ class MemoryControl:
                 "used": {"models": len(items), "bytes": sum(item.size_bytes for _, item in items)},
                 "evicted_total": self.evicted_total, "recent_evictions": list(self.evictions)}
 
+    def is_kept(self, patcher) -> bool:
+        """Whether a pack loader holds this model with keep_loaded on (the one record of it: the
+        retained outputs; a clone shares its model with the patcher held)."""
+        return id(getattr(patcher, "model", None)) in self._kept_models()
+
+    def _kept_models(self) -> set[int]:
+        return {id(getattr(p, "model", None)) for outputs in self.retained.all_outputs() for p in patchers_in(outputs)}
+
     def _let_go(self, outputs, why: str | None) -> None:
-        """Outputs the pack no longer keeps: flagged (keep_loaded off) and unloaded from the host
-        if it lists them (the host loads them again if something still uses them)."""
+        """Outputs the pack no longer keeps (already out of the retention record, so flagged):
+        unloaded from the host if it lists them (the host loads them again if something still
+        uses them)."""
         patchers = patchers_in(outputs)
-        for patcher in patchers:
-            placement = placement_of(patcher)
-            if placement is not None and placement.keep_loaded:
-                attach(patcher, dataclasses.replace(placement, keep_loaded=False))
         inner = {id(getattr(p, "model", None)) for p in patchers}
         with self.lock:
             entries = [e for e in list(self.module.current_loaded_models)
@@ -575,9 +580,6 @@ class MemoryControl:
         held_only = []  # models the pack holds but the host did not list (state "retained")
 
         def note(patcher) -> None:
-            placement = placement_of(patcher)
-            if placement is not None and placement.keep_loaded:
-                attach(patcher, dataclasses.replace(placement, keep_loaded=False))  # no longer kept
             if model_id(patcher) not in found:
                 found.add(model_id(patcher))
                 held_only.append(model_label(patcher))
@@ -613,14 +615,14 @@ class MemoryControl:
         entries = [e.model for e in list(self.module.current_loaded_models)]
         retained = [p for outputs in self.retained.all_outputs() for p in patchers_in(outputs)]
         retained += self._held_by_holders()
-        result, seen = [], set()
+        result, seen, kept = [], set(), self._kept_models()
         for state, patchers in (("loaded", entries), ("retained", retained)):
             for patcher in patchers:
                 inner = getattr(patcher, "model", None)
                 if patcher is None or inner is None or id(inner) in seen:
                     continue
                 seen.add(id(inner))
-                result.append(describe_model(patcher, state))
+                result.append(describe_model(patcher, state, id(inner) in kept))
         return result
 
     # -- helpers ------------------------------------------------------------------------------
@@ -718,7 +720,7 @@ def _readings(nvml=None):
         return None
 
 
-def describe_model(patcher, state: str) -> ModelMemory:
+def describe_model(patcher, state: str, kept: bool = False) -> ModelMemory:
     """Where one model's weights are, from its tensors (reads attributes only, no copies)."""
     inner = patcher.model
     devices: dict[str, int] = {}
@@ -746,8 +748,8 @@ def describe_model(patcher, state: str) -> ModelMemory:
         model_class=type(inner).__name__, loader=placement.loader if placement else "core",
         component=placement.component if placement else None,
         compute_device=str(getattr(patcher, "load_device", "")), devices=devices, loaded_bytes=loaded,
-        pack_managed=placement is not None, keep_loaded=placement.keep_loaded if placement else None,
-        flagged=bool(placement is not None and not placement.keep_loaded), state=state,
+        pack_managed=placement is not None, keep_loaded=kept if placement else None,
+        flagged=bool(placement is not None and not kept), state=state,
         loaded_at=(getattr(patcher, "attachments", None) or {}).get(LOADED_AT_KEY))
 
 

@@ -269,12 +269,12 @@ def _retarget(part: PartRequest, patcher) -> SplitRequest:
 def record(patcher, request: LoadRequest, part: PartRequest) -> ModelPlacement:
     placement = ModelPlacement(loader=request.loader, component=part.component,
                                compute_device=str(patcher.load_device), requested_device=part.requested_device,
-                               keep_loaded=request.keep_loaded, source=request.source)
+                               source=request.source)
     attach(patcher, placement)
     if part.component == "unet":
         add_device_context(patcher)
     log.info("%s: %s '%s' on %s (keep_loaded=%s)", request.loader, part.component, request.source,
-             placement.compute_device, placement.keep_loaded)
+             placement.compute_device, request.keep_loaded)
     return placement
 
 

@@ -17,7 +17,6 @@ class ModelPlacement:
     component: str         # "unet", "clip", "vae", "controlnet" or "clip_vision"
     compute_device: str    # the device it runs on, as torch names it ("cpu", "cuda:0")
     requested_device: str  # what the user chose ("default" or a device name)
-    keep_loaded: bool      # survive ComfyUI's / Manager's "unload models"
     source: str            # file name as the user picked it
 
 

@@ -11,7 +11,7 @@ from .modes import MODE_DISPLAY_NAMES, MODE_NODES
 from .multigpu import compat_nodes
 from .place import PLACE_DISPLAY_NAMES, PLACE_NODES
 
-for _loader in (*LOADER_NODES.values(), *DIFFUSERS_NODES.values()):
+for _loader in (*LOADER_NODES.values(), *DIFFUSERS_NODES.values(), *PLACE_NODES.values()):
     honour_keep_loaded(_loader)  # the keep_loaded holder around each loader's function (idempotent)
 del _loader
 

@@ -383,7 +383,9 @@ class PlacedLoad:
 
 
 honour_keep_loaded(PlacedLoad)
-PLACED_LOADS = {row.name: type(row.name, (PlacedLoad,), {"ROW": row})
+PLACED_LOADS = {row.name: type(row.name, (PlacedLoad,), {
+    "ROW": row, "FILE_FOLDERS": {name: CORE_FACTS[row.core].folder for name in CORE_FACTS[row.core].files}
+    if row.core in CORE_FACTS else {}})
                 for row in COMPAT_NODES if row.pipeline == "placed" or (row.pipeline, row.variant) == ("vae", DISTORCH2)}
 
 
@@ -418,7 +420,7 @@ class MultiGPUCompatNode:
                 raise
         if failure is not None:  # said in this node's input names; raised here, no chain keeps the model
             raise RuntimeError(failure)
-        restamp(outputs, row.name, place.keep_loaded)
+        restamp(outputs, row.name)
         return outputs
 
 

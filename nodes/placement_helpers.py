@@ -60,15 +60,16 @@ def patcher_of(holder):
     return None
 
 
-def restamp(outputs, loader: str, keep_loaded: bool) -> None:
-    """Say in each output's placement record which node loaded it and its keep_loaded flag (a
-    model reused from the keep_loaded holder keeps the record of the node that loaded it first)."""
+def restamp(outputs, loader: str) -> None:
+    """Say in each output's placement record which node loaded it (a model reused from the
+    keep_loaded holder keeps the record of the node that loaded it first). Whether it is kept is
+    not recorded here: the retention record says it."""
     found = list(patchers_in(outputs))
     found += [p for p in (patcher_of(o) for o in outputs or ()) if p is not None and p not in found]
     for patcher in found:
         placement = placement_of(patcher)
-        if placement is not None and (placement.loader, placement.keep_loaded) != (loader, keep_loaded):
-            attach(patcher, dataclasses.replace(placement, loader=loader, keep_loaded=bool(keep_loaded)))
+        if placement is not None and placement.loader != loader:
+            attach(patcher, dataclasses.replace(placement, loader=loader))
 
 
 _LEADING_INPUT = re.compile(r"^([a-z_/]+):")

@@ -52,7 +52,10 @@ def free(mm, queue, **flags):
 
 
 @pytest.fixture
-def make_model(mm, pack_module):
+def make_model(mm, pack_module, control):
+    """A loaded model; with ``keep_loaded`` set, a pack loader's (placement recorded), and with
+    keep_loaded True also retained under ``(name,)``, as the keep_loaded holder does: the retention
+    record is what says a model is kept. Tests that retain a model themselves pass False."""
     import comfy.model_patcher
 
     placement = pack_module("distorch.placement")
@@ -61,9 +64,10 @@ def make_model(mm, pack_module):
         patcher = comfy.model_patcher.ModelPatcher(torch.nn.Linear(size, size), load_device=torch.device("cpu"),
                                                    offload_device=torch.device("cpu"))
         if keep_loaded is not None:
-            placement.attach(patcher, placement.ModelPlacement("DisTorchUNETLoader", "unet", "cpu", "cpu",
-                                                               keep_loaded, name))
+            placement.attach(patcher, placement.ModelPlacement("DisTorchUNETLoader", "unet", "cpu", "cpu", name))
         mm.load_models_gpu([patcher])
+        if keep_loaded:
+            control.retain((name,), (patcher,))
         return patcher
 
     return make
@@ -222,7 +226,6 @@ def test_an_oom_unload_keeps_the_hosts_meaning(mm, control, make_model, caplog):
     kept = make_model("kept.safetensors", keep_loaded=True)
     flagged = make_model("flagged.safetensors", keep_loaded=False)
     core = make_model("core")
-    control.retained.put(("kept",), (kept,))
     with caplog.at_level(logging.INFO, logger="distorch"):
         mm.unload_all_models()  # not preceded by the worker reading /free's flags
     assert loaded(mm) == []
@@ -267,19 +270,19 @@ def test_a_failed_unload_stays_in_the_hosts_list(mm, control, make_model, queue,
 
 
 def test_a_node_with_new_inputs_releases_what_it_kept(mm, control, make_model):
-    first = make_model("v1.safetensors", keep_loaded=True)
+    first = make_model("v1.safetensors", keep_loaded=False)
     control.retain(("v1",), (first,), owner="node A")
-    second = make_model("v2.safetensors", keep_loaded=True)
+    second = make_model("v2.safetensors", keep_loaded=False)
     control.retain(("v2",), (second,), owner="node A")
     assert control.retained.keys() == [("v2",)]
     assert not any(p is first for p in loaded(mm)), "the released copy must leave the host's list"
     from_report = {m.name for m in control.loaded_models()}
     assert from_report == {"v2.safetensors"}, "neither loaded nor retained: gone from the memory report"
-    assert not first.attachments["distorch.placement"].keep_loaded, "a released copy is flagged"
+    assert not control.is_kept(first), "a released copy is flagged"
 
 
 def test_a_shared_load_stays_while_another_node_holds_it(mm, control, make_model):
-    shared = make_model("shared.safetensors", keep_loaded=True)
+    shared = make_model("shared.safetensors", keep_loaded=False)
     control.retain(("shared",), (shared,), owner="node A")
     assert control.retained_outputs(("shared",), owner="node B") == (shared,)
     control.disown("node A")
@@ -291,7 +294,7 @@ def test_a_shared_load_stays_while_another_node_holds_it(mm, control, make_model
 def test_the_budget_releases_least_recently_used_first(mm, control, make_model, pack_module, caplog):
     retention = pack_module("distorch.retention")
     control.set_budget(retention.RetentionBudget(2, 100.0, "settings"))
-    models = [make_model(f"m{i}.safetensors", keep_loaded=True) for i in range(3)]
+    models = [make_model(f"m{i}.safetensors", keep_loaded=False) for i in range(3)]
     control.retain(("m0",), (models[0],))
     control.retain(("m1",), (models[1],))
     control.retained_outputs(("m0",))  # m0 used again: m1 is now the least recently used
@@ -303,7 +306,7 @@ def test_the_budget_releases_least_recently_used_first(mm, control, make_model, 
     assert report["recent_evictions"][0]["label"] == "m1.safetensors (unet)"
     assert report["budget"]["source"] == "settings"
     assert "retention budget: released m1.safetensors (unet)" in caplog.text
-    assert not models[1].attachments["distorch.placement"].keep_loaded
+    assert not control.is_kept(models[1])
 
 
 def test_the_budget_counts_bytes_and_other_holders(mm, control, make_model, pack_module, monkeypatch):
@@ -317,8 +320,8 @@ def test_the_budget_counts_bytes_and_other_holders(mm, control, make_model, pack
                             entries=lambda: [retention.Retained(k, f"mode {k}", one, t) for k, t in cache.items()],
                             evict=cache.pop)
     try:
-        control.retain(("a",), (make_model("a.safetensors", keep_loaded=True, size=512),))
-        control.retain(("b",), (make_model("b.safetensors", keep_loaded=True, size=512),))
+        control.retain(("a",), (make_model("a.safetensors", keep_loaded=False, size=512),))
+        control.retain(("b",), (make_model("b.safetensors", keep_loaded=False, size=512),))
         assert cache == {} and sorted(control.retained.keys()) == [("a",), ("b",)]
         assert control.retention_report()["recent_evictions"][0]["holder"] == "test modes"
     finally:
@@ -353,7 +356,7 @@ def unload_by_id(mm, queue, control, *patchers, free_memory=True):
 
 
 def test_unload_by_id_takes_exactly_that_model_even_with_keep_loaded(mm, control, make_model, queue, caplog):
-    kept = make_model("kept.safetensors", keep_loaded=True)
+    kept = make_model("kept.safetensors", keep_loaded=False)
     other = make_model("other.safetensors", keep_loaded=True)
     flagged = make_model("flagged.safetensors", keep_loaded=False)
     core = make_model("core")
@@ -368,8 +371,8 @@ def test_unload_by_id_takes_exactly_that_model_even_with_keep_loaded(mm, control
     assert control.last_unload["requested"] == [f"{id(kept.model):x}"] and "not_found" not in control.last_unload
     assert sorted(control.last_unload["kept"]) == sorted(["other.safetensors (unet)", "flagged.safetensors (unet)",
                                                           "Linear"])
-    assert control.retained.keys() == [], "the pack's hold is let go, so the RAM can go back"
-    assert not kept.attachments["distorch.placement"].keep_loaded
+    assert control.retained.keys() == [("other.safetensors",)], "the pack's hold on it is let go"
+    assert not control.is_kept(kept) and control.is_kept(other)
     assert {m.name for m in control.loaded_models()} == {"other.safetensors", "flagged.safetensors", "Linear"}
     assert control.flows_started == target
     assert "unload models (model): unloaded kept.safetensors (unet)" in caplog.text
@@ -381,7 +384,7 @@ def test_unload_by_id_takes_exactly_that_model_even_with_keep_loaded(mm, control
 def test_unloading_one_part_of_a_kept_checkpoint_keeps_the_others_until_the_loader_runs(mm, control, make_model, queue):
     """A checkpoint loader's three outputs are one held load: unloading the VAE leaves the other
     two held; that loader's next run gets nothing held (it must return all three) and lets them go."""
-    unet, clip, vae = (make_model(f"sd15.safetensors:{part}", keep_loaded=True) for part in ("unet", "clip", "vae"))
+    unet, clip, vae = (make_model(f"sd15.safetensors:{part}", keep_loaded=False) for part in ("unet", "clip", "vae"))
     control.retain(("checkpoint",), (unet, clip, vae), owner="checkpoint node")
     unload_by_id(mm, queue, control, vae)
     assert control.last_unload["unloaded"] == ["sd15.safetensors:vae (unet)"]
@@ -392,13 +395,13 @@ def test_unloading_one_part_of_a_kept_checkpoint_keeps_the_others_until_the_load
     assert control.retained_outputs(("checkpoint",), owner="checkpoint node") is None
     assert control.retained.keys() == []
     assert not any(p is unet or p is clip for p in loaded(mm)), "let go before the loader reads the file again"
-    assert not unet.attachments["distorch.placement"].keep_loaded
+    assert not control.is_kept(unet)
 
 
 def test_a_model_only_the_pack_holds_is_unloaded_by_id(mm, control, make_model, queue):
     """After a host unload (OOM recovery) a keep_loaded model waits in RAM (state retained): its id
     still unloads it, which here means letting go of the hold."""
-    kept = make_model("kept.safetensors", keep_loaded=True)
+    kept = make_model("kept.safetensors", keep_loaded=False)
     control.retain(("kept",), (kept,))
     mm.unload_all_models()  # the host's meaning: off the devices, retained in RAM
     assert [(m.name, m.state) for m in control.loaded_models()] == [("kept.safetensors", "retained")]

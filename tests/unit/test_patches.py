@@ -161,7 +161,7 @@ def test_placement_travels_with_model_patcher_clones(mm, pack_module):
 
     patcher = comfy.model_patcher.ModelPatcher(torch.nn.Linear(2, 2), load_device=torch.device("cpu"),
                                                offload_device=torch.device("cpu"))
-    placement = ModelPlacement("DisTorchUNETLoader", "unet", "cpu", "cpu", True, "x.safetensors")
+    placement = ModelPlacement("DisTorchUNETLoader", "unet", "cpu", "cpu", "x.safetensors")
     attach(patcher, placement)
     clone = patcher.clone()
     assert placement_of(clone) is placement

@@ -13,7 +13,7 @@ class PatcherLike:
 
 
 PLACEMENT = ModelPlacement(loader="DisTorchUNETLoader", component="unet", compute_device="cpu",
-                           requested_device="default", keep_loaded=True, source="x.safetensors")
+                           requested_device="default", source="x.safetensors")
 
 
 def test_attach_and_read_back():
@@ -30,7 +30,7 @@ def test_unmanaged_model_has_no_placement():
 
 def test_placement_is_immutable():
     with pytest.raises(dataclasses.FrozenInstanceError):
-        PLACEMENT.keep_loaded = False
+        PLACEMENT.source = "y.safetensors"
 
 
 def test_attach_refuses_objects_without_attachments():
