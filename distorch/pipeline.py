@@ -22,7 +22,7 @@ from .checks import explain_load_failure
 from .device_choice import device_override
 from .device_context import add_device_context
 from .placement import ModelPlacement, attach
-from .split import SplitRequest, split_request
+from .split import SplitInputs, SplitRequest, parse_split_inputs
 
 log = logging.getLogger("distorch.pipeline")
 
@@ -40,7 +40,7 @@ class PartRequest:
     device: object | None          # the torch.device chosen, None = the host's choice
     compute: str                   # the device it will run on, as torch names it
     split: SplitRequest | None = None
-    split_inputs: tuple | None = None  # (virtual_vram_gb, donor_device, allocation) as given
+    split_inputs: SplitInputs | None = None  # the split inputs as parsed (bound to ``compute`` in ``split``)
     role: str = ""                 # the host's device role when the component does not say it
                                    # ("compute", "text_encoder", "vae"; e.g. a ControlNet: compute)
 
@@ -106,12 +106,13 @@ def part_request(component: str, device_value, device_input: str = "compute_devi
 
     device = device_utils.resolve_device(device_value, device_input)
     compute = compute_name(device, role or component)
-    request = None
+    request = inputs = None
     if split is not None:
         virtual_vram_gb, donor_device, allocation = split
-        request = split_request(compute, device_utils.available_devices(), virtual_vram_gb, donor_device, allocation)
+        inputs = parse_split_inputs(device_utils.available_devices(), virtual_vram_gb, donor_device, allocation)
+        request = inputs.request_for(compute) if inputs is not None else None
     return PartRequest(component, device_utils.DEFAULT_DEVICE if device is None else str(device_value), device,
-                       compute, request, split, role)
+                       compute, request, inputs, role)
 
 
 def build_request(loader: str, source: str, keep_loaded, parts: Sequence[PartRequest],
@@ -259,11 +260,9 @@ class LoadPipeline:
 
 
 def _retarget(part: PartRequest, patcher) -> SplitRequest:
-    """The split asked for, planned for the device the host built the model for (where its
-    "default" differs from what it said before loading)."""
-    from .. import device_utils
-
-    return split_request(str(patcher.load_device), device_utils.available_devices(), *part.split_inputs)
+    """The split asked for, bound to the device the host built the model for (where its "default"
+    differs from what it said before loading): the inputs parsed once, bound again."""
+    return part.split_inputs.request_for(str(patcher.load_device))
 
 
 def record(patcher, request: LoadRequest, part: PartRequest) -> ModelPlacement:

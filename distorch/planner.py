@@ -38,6 +38,7 @@ class Plan:
     assignment: dict[str, str] = field(hash=False)   # module name -> device
     device_bytes: dict[str, int] = field(hash=False)  # device -> bytes it holds
     reserve_bytes: int = 0                            # free room kept on the compute device
+    budgets: dict[str, int] = field(default_factory=dict, hash=False)  # what each slot was allowed
 
     def modules_on(self, device: str) -> list[str]:
         return [name for name, where in self.assignment.items() if where == device]
@@ -108,7 +109,7 @@ def plan_placement(modules: list[ModuleInfo], compute_device: str, budgets: dict
                         f"Budgets: {', '.join(f'{d} {_mib(b)}' for d, b in budgets.items())}. "
                         "Raise a budget, add a donor (e.g. 'cpu,*'), or lower the compute share.")
     ordered = {m.name: assignment[m.name] for m in modules}
-    return Plan(compute_device, ordered, device_bytes, reserve if kept < len(movable) else 0)
+    return Plan(compute_device, ordered, device_bytes, reserve if kept < len(movable) else 0, dict(budgets))
 
 
 def _mib(size: int) -> str:

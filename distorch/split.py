@@ -78,23 +78,44 @@ def _amount(share: Share) -> str:
     return f"{gib}gb" if gib != "0" or not share.amount else f"{int(share.amount)}b"
 
 
-def split_request(compute: str, available: list[str], virtual_vram_gb: float = 0.0,
-                  donor_device: str = "cpu", allocation: str | None = "") -> SplitRequest | None:
-    """The node inputs as one request, or None for "no split". Raises AllocationError (a
-    ValueError) whose message names the input, the bad value and what is allowed."""
+@dataclass(frozen=True)
+class SplitInputs:
+    """The split inputs parsed once (grammar and device names checked), before the compute device
+    is known for sure: a load binds them to the device the model is built for (``request_for``),
+    and binds them again, without parsing, if the host built it for another one."""
+    allocation: Allocation | None     # the expert string's (None: the simple inputs)
+    donor_device: str | None          # canonical donor for the simple inputs and the fraction form
+    gib: float = 0.0                  # virtual_vram_gb for the simple inputs
+    text: str = ""                    # the allocation as written
+
+    def request_for(self, compute: str) -> SplitRequest:
+        """The request for ``compute``. Raises AllocationError naming the input when the
+        allocation gives that device no share."""
+        if self.allocation is None:
+            donor = donor_slot(self.donor_device, compute)
+            shares = (Share(compute, "rest", 0.0), Share(donor, "bytes", float(int(self.gib * GIB))))
+            return SplitRequest(compute, Allocation("bytes", shares), None, "virtual_vram_gb/donor_device")
+        parsed = self.allocation
+        if parsed.form == "fraction":
+            return SplitRequest(compute, parsed, donor_slot(self.donor_device, compute), "allocation", self.text)
+        if not any(s.device == compute for s in parsed.shares):
+            raise AllocationError(
+                f"allocation: '{self.text}' gives the compute device {compute} no share. Add it, e.g. "
+                f"'{compute},*;{parsed.shares[0].device},{_amount(parsed.shares[0])}', or change compute_device.")
+        return SplitRequest(compute, parsed, None, "allocation", self.text)
+
+
+def parse_split_inputs(available: list[str], virtual_vram_gb: float = 0.0, donor_device: str = "cpu",
+                       allocation: str | None = "") -> SplitInputs | None:
+    """The node inputs parsed, or None for "no split". Raises AllocationError (a ValueError) whose
+    message names the input, the bad value and what is allowed."""
     text = "" if allocation is None else str(allocation)
     if text.strip():
         parsed = parse_allocation(text, available, "allocation")
         if parsed is None:
             return None
-        if parsed.form == "fraction":
-            donor = _donor(donor_device, available, compute)
-            return SplitRequest(compute, parsed, donor, "allocation", text.strip())
-        if not any(s.device == compute for s in parsed.shares):
-            raise AllocationError(
-                f"allocation: '{text}' gives the compute device {compute} no share. Add it, e.g. "
-                f"'{compute},*;{parsed.shares[0].device},{_amount(parsed.shares[0])}', or change compute_device.")
-        return SplitRequest(compute, parsed, None, "allocation", text.strip())
+        donor = _donor(donor_device, available) if parsed.form == "fraction" else None
+        return SplitInputs(parsed, donor, text=text.strip())
     try:
         gib = float(virtual_vram_gb or 0.0)
     except (TypeError, ValueError):
@@ -105,17 +126,21 @@ def split_request(compute: str, available: list[str], virtual_vram_gb: float = 0
                               "positive size in GiB, e.g. 4.0")
     if gib == 0:
         return None
-    donor = _donor(donor_device, available, compute)
-    shares = (Share(compute, "rest", 0.0), Share(donor, "bytes", float(int(gib * GIB))))
-    return SplitRequest(compute, Allocation("bytes", shares), None, "virtual_vram_gb/donor_device")
+    return SplitInputs(None, _donor(donor_device, available), gib)
 
 
-def _donor(donor_device: str, available: list[str], compute: str) -> str:
+def split_request(compute: str, available: list[str], virtual_vram_gb: float = 0.0,
+                  donor_device: str = "cpu", allocation: str | None = "") -> SplitRequest | None:
+    """The node inputs as one request for ``compute``, or None for "no split" (parse, then bind)."""
+    inputs = parse_split_inputs(available, virtual_vram_gb, donor_device, allocation)
+    return None if inputs is None else inputs.request_for(compute)
+
+
+def _donor(donor_device: str, available: list[str]) -> str:
     try:
-        device = canonical_device(donor_device, available, "donor_device")
+        return canonical_device(donor_device, available, "donor_device")
     except DeviceNameError as exc:
         raise AllocationError(str(exc)) from None
-    return donor_slot(device, compute)
 
 
 def requested_bytes(request: SplitRequest, model_bytes: int) -> dict[str, int]:

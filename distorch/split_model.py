@@ -133,11 +133,11 @@ def plan_for(modules, request: SplitRequest, room: int | None, transfers: Transf
 def explain_plan(modules, request: SplitRequest, room: int | None, plan: Plan,
                  budgets: dict[str, int] | None = None) -> str:
     """Why ``plan`` gives the compute device another share than ``request`` asked (see
-    ``share_explanation``), or "". ``budgets``: the ones the plan was made with, when the caller has them."""
+    ``share_explanation``), or "". ``budgets``: the ones the plan was made with (the plan carries them)."""
     total = sum(m.bytes for m in modules)
     in_flight = layers_in_flight(request.compute)
     if budgets is None:
-        budgets = plan_budgets(modules, request, room, in_flight)
+        budgets = plan.budgets or plan_budgets(modules, request, room, in_flight)
     return share_explanation(request.compute, requested_bytes(request, total).get(request.compute, 0),
                              plan.device_bytes.get(request.compute, 0), total, budgets[request.compute],
                              plan.reserve_bytes, compute_floor(modules, tiny_bytes())[0], in_flight)

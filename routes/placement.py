@@ -52,7 +52,7 @@ def plan_response(query) -> dict:
     from ..distorch.modules import header_tensors, modules_from_tensors
     from ..distorch.planner import Plan
     from ..distorch.split import requested_bytes, split_request, slot_device
-    from ..distorch.split_model import WEIGHT_DTYPE_BYTES, compute_room, explain_plan, plan_budgets, plan_for
+    from ..distorch.split_model import WEIGHT_DTYPE_BYTES, compute_room, explain_plan, plan_for
 
     unknown = sorted(set(query) - set(QUERY_KEYS))
     if unknown:
@@ -120,7 +120,7 @@ def plan_response(query) -> dict:
             room = compute_room(compute)
             plan = plan_for(modules, request, room)
             described = request.describe()
-            budgets = plan_budgets(modules, request, room)
+            budgets = plan.budgets
             requested = requested_bytes(request, sum(m.bytes for m in modules))
             why = explain_plan(modules, request, room, plan, budgets)
     except ValueError as exc:  # device names, allocation grammar, plan errors, unreadable header

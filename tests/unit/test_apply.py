@@ -545,3 +545,30 @@ def test_release_drops_the_entry_it_unloaded_found_by_identity(comfy_host, monke
     assert release_if_loaded(second) is True
     assert mm.current_loaded_models == [entries[1]] and mm.current_loaded_models[0].model is first
     assert release_if_loaded(patcher_of(comfy_host, tiny_model(comfy_host))) is False
+
+
+def test_one_load_parses_its_allocation_once_and_plans_the_loaded_model_once(comfy_host, pack_module, monkeypatch):
+    """A load through the pipeline: the allocation string is parsed once (part_request), bound to
+    the compute device without parsing again, planned once for the loaded model, and the budgets
+    for that plan are worked out once (the log's explanation reads them from the plan)."""
+    allocation = pack_module("distorch.allocation")
+    split = pack_module("distorch.split")
+    split_model = pack_module("distorch.split_model")
+    pipeline = pack_module("distorch.pipeline")
+    counts = {"parse": 0, "plan": 0, "budgets": 0}
+
+    def counting(name, function):
+        def counted(*args, **kwargs):
+            counts[name] += 1
+            return function(*args, **kwargs)
+        return counted
+
+    monkeypatch.setattr(split, "parse_allocation", counting("parse", allocation.parse_allocation))
+    monkeypatch.setattr(split_model, "plan_placement", counting("plan", split_model.plan_placement))
+    monkeypatch.setattr(split.SplitRequest, "budgets", counting("budgets", split.SplitRequest.budgets))
+    part = pipeline.part_request("unet", "cpu", split=(0.0, "cpu", "0.5"))
+    request = pipeline.build_request("DisTorchUNETLoader", "tiny.safetensors", False, [part])
+    (placed,) = pipeline.LoadPipeline().load(request, lambda: (patcher_of(comfy_host, tiny_model(comfy_host)),),
+                                             ("unet",))
+    assert "distorch.split" in placed.attachments, "the model was not split: the test counts nothing"
+    assert counts == {"parse": 1, "plan": 1, "budgets": 1}, counts
