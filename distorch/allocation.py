@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from decimal import Decimal
 
 from .devices import DeviceNameError, canonical_device
 
@@ -50,11 +49,6 @@ class Allocation:
     shares: tuple[Share, ...] = ()
     fraction: float | None = None   # the legacy form's share on the compute device
 
-    def to_string(self) -> str:
-        if self.form == "fraction":
-            return plain_number(self.fraction)
-        return ";".join(f"{s.device},{_format_amount(s)}" for s in self.shares)
-
     def budgets(self, model_bytes: int, compute_device: str, donor_device: str | None = None) -> dict[str, int]:
         """Bytes of this model each device should hold, in the order the user wrote them."""
         if self.form == "fraction":
@@ -72,20 +66,6 @@ class Allocation:
             if share.kind == "rest":
                 budgets[share.device] = max(0, model_bytes - sum(budgets.values()))
         return {share.device: budgets[share.device] for share in self.shares}
-
-
-def plain_number(value: float) -> str:
-    """``value`` as digits the grammar reads back to the same float (no exponent: '1e-05' is not
-    an amount)."""
-    return format(Decimal(repr(float(value))), "f")
-
-
-def _format_amount(share: Share) -> str:
-    if share.kind == "rest":
-        return REST
-    if share.kind == "percent":
-        return f"{plain_number(share.amount)}%"
-    return f"{int(share.amount)}b"
 
 
 def _fail(text: str, position: int, token: str, problem: str, input_name: str) -> AllocationError:
@@ -174,13 +154,3 @@ def _parse_amount(raw: str, position: int, amount: str, device: str, input_name:
     if not math.isfinite(size_bytes):
         raise _fail(raw, position, amount, f"'{amount}' is too large to be a size", input_name)
     return Share(device, "bytes", float(int(size_bytes)))
-
-
-def simple_allocation(virtual_vram_gb: float, donor_device: str, compute_device: str,
-                      available: list[str]) -> Allocation | None:
-    """The simple inputs as the bytes form: the donor holds ``virtual_vram_gb`` GiB, the compute
-    device the rest. 0 means no split."""
-    if virtual_vram_gb is None or virtual_vram_gb <= 0:
-        return None
-    text = f"{compute_device},*;{donor_device},{plain_number(virtual_vram_gb)}gb"
-    return parse_allocation(text, available, "virtual_vram_gb/donor_device")

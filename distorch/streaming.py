@@ -73,12 +73,6 @@ class TransferChecks:
                 log.info("comfyui-distorch: %s cannot read %s peer-to-peer; its weights travel through host memory",
                          compute, donor)
 
-    def check(self, compute: str, donors: list[str], host_mm) -> bool:
-        """Both checks; returns whether asynchronous copies are in use on ``compute``."""
-        streams = self.check_streams(compute, host_mm)
-        self.report_donors(compute, donors, host_mm)
-        return streams
-
     def restore(self) -> None:
         """Put back every host setting these checks changed, newest first, and forget the results
         (the next split checks again)."""

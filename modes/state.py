@@ -123,8 +123,3 @@ def _summary(config: ModesConfig | None):
         return None
     return (config.default_mode, tuple((name, spec.signature()) for name, spec in config.modes.items()),
             config.cache_max_modes, config.cache_max_gb)
-
-
-def watched_file(location: Location) -> Path | None:
-    """The file whose changes trigger a reload (also where a user file would appear)."""
-    return location.path

@@ -9,7 +9,7 @@ from distorch import streaming
 def test_no_cuda_compute_needs_no_check(mm, monkeypatch):
     monkeypatch.setattr(mm, "NUM_STREAMS", 2)
     checks = streaming.TransferChecks()
-    assert checks.check("cpu", ["cpu"], mm) is False
+    assert checks.check_streams("cpu", mm) is False
     assert mm.NUM_STREAMS == 2 and checks.streams_in_use == {}  # nothing of the host changed
 
 
@@ -62,4 +62,4 @@ def test_side_stream_copy_round_trips_on_cuda(mm):
     assert ok, why
     streams = mm.NUM_STREAMS
     checks = streaming.TransferChecks()
-    assert checks.check("cuda:0", ["cpu"], mm) is (streams > 0) and mm.NUM_STREAMS == streams
+    assert checks.check_streams("cuda:0", mm) is (streams > 0) and mm.NUM_STREAMS == streams
