@@ -1,11 +1,10 @@
-"""What a model or LoRA file is, from its safetensors header alone (no weight is read).
+"""What a model or LoRA file holds, from its safetensors header alone (no weight is read). Pure:
+neither torch nor ComfyUI (``modes/detection.py`` hands the shapes to the host's detection).
 
 ``safetensors.safe_open`` reads the header (it checks the JSON, the dtypes, the shapes and that the
-data offsets cover the file) and gives every tensor's name, dtype and shape. Shape-only tensors
-on the ``meta`` device are handed to the host's own detection (``comfy.model_detection``), so
-every architecture the running ComfyUI knows is covered without a table of our own. A LoRA's base
-is read from its cross-attention projections (the input width of ``attn2.to_k`` is the model's
-context width: 768 SD1.x, 1024 SD2.x, 2048 SDXL).
+data offsets cover the file) and gives every tensor's name, dtype and shape. A LoRA's base is read
+from its cross-attention projections (the input width of ``attn2.to_k`` is the model's context
+width: 768 SD1.x, 1024 SD2.x, 2048 SDXL).
 """
 from __future__ import annotations
 
@@ -14,11 +13,6 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-
-try:  # the pack: modes/ sits beside distorch/
-    from ..distorch.dtypes import TORCH_NAMES
-except ImportError:  # modes imported on its own (unit tests put the repository root on sys.path)
-    from distorch.dtypes import TORCH_NAMES
 
 log = logging.getLogger("distorch.modes")
 
@@ -62,21 +56,6 @@ def read_header(path: str | Path) -> dict:
                           "not a safetensors file: export or download it again") from None
 
 
-def shape_only_state_dict(header: dict) -> dict:
-    """The header as a state dict of meta tensors (shapes and dtypes, no storage)."""
-    import torch
-
-    state = {}
-    for name, info in header.items():
-        dtype = getattr(torch, TORCH_NAMES.get(str(info.get("dtype")), "float32"), torch.float32)
-        try:
-            state[name] = torch.empty(tuple(info.get("shape", ())), dtype=dtype, device="meta")
-        except RuntimeError as exc:  # a shape whose size overflows 64 bits: a corrupt file
-            raise HeaderError(f"tensor '{name}' has an impossible shape {info.get('shape')} ({exc}); "
-                              "the file is corrupt: export or download it again") from None
-    return state
-
-
 @dataclass(frozen=True)
 class BaseModel:
     """What the host detects: its model class (``SD15``, ``SDXL``, ...) and cross-attention width."""
@@ -87,60 +66,6 @@ class BaseModel:
     @property
     def label(self) -> str:
         return self.family or "unknown"
-
-
-# where ComfyUI's diffusers loader finds a folder's UNet (comfy/diffusers_load.py), safetensors only
-DIFFUSERS_UNET_FILES = ("unet/diffusion_pytorch_model.fp16.safetensors", "unet/diffusion_pytorch_model.safetensors")
-
-
-def detect_diffusers_folder(folder: Path) -> BaseModel:
-    """A diffusers-format folder's base model, from its UNet's header (the host's diffusers
-    detection on shapes only)."""
-    unet = next((Path(folder) / name for name in DIFFUSERS_UNET_FILES if (Path(folder) / name).is_file()), None)
-    if unet is None:
-        return BaseModel(None, None, "diffusers")
-    state = shape_only_state_dict(read_header(unet))
-    import comfy.model_detection as detection
-
-    try:
-        config = detection.model_config_from_diffusers_unet(state)
-    except Exception as exc:
-        log.debug("diffusers detection of %s failed on shapes only: %s", unet, exc)
-        config = None
-    if config is None:
-        return BaseModel(None, None, "diffusers")
-    context = (getattr(config, "unet_config", {}) or {}).get("context_dim")
-    return BaseModel(type(config).__name__, int(context) if isinstance(context, int) else None, "diffusers")
-
-
-def detect_model(path: str | Path) -> BaseModel:
-    """Detect the base model of a checkpoint or diffusion-model file (or a diffusers-format
-    folder) from its header."""
-    if Path(path).is_dir():
-        return detect_diffusers_folder(Path(path))
-    if not str(path).lower().endswith(SAFETENSORS_SUFFIXES):
-        return BaseModel(None, None, "unknown")
-    header = read_header(path)
-    state = shape_only_state_dict(header)
-    import comfy.model_detection as detection
-
-    # As the host's loaders do: a checkpoint's UNet sits under a prefix; a bare diffusion model
-    # file has its keys at the top (load_diffusion_model_state_dict strips the prefix if present).
-    prefix = detection.unet_prefix_from_state_dict(state)
-    under_prefix = sum(1 for key in state if key.startswith(prefix))
-    if under_prefix == 0:
-        prefix = ""
-    kind = "checkpoint" if prefix and under_prefix < len(state) else "diffusion_model"
-    try:
-        config = detection.model_config_from_unet(state, prefix)
-    except Exception as exc:  # the host's detection may touch values on exotic files
-        log.debug("detection of %s failed on shapes only: %s", path, exc)
-        config = None
-    if config is None:
-        return BaseModel(None, None, kind)
-    unet_config = getattr(config, "unet_config", {}) or {}
-    context = unet_config.get("context_dim")
-    return BaseModel(type(config).__name__, int(context) if isinstance(context, int) else None, kind)
 
 
 def lora_context_dim(path: str | Path) -> int | None:

@@ -58,7 +58,7 @@ def load_mode(spec: ModeSpec, load_pipeline) -> LoadedMode:
     import comfy.utils
     import folder_paths
 
-    from .header import detect_model
+    from .detection import detect_model
 
     fingerprint = spec.fingerprint()
     warnings: list[str] = []

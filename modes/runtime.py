@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from .cache import GIB, ModeCache
-from .header import detect_model, lora_context_dim
+from .detection import detect_model
+from .header import lora_context_dim
 from .paths import Roots
 from .schema import DEFAULT_CACHE_GB, DEFAULT_CACHE_MODES, Checks, ModeSpec
 from .state import ModesState, ReloadResult

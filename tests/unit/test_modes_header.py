@@ -67,7 +67,7 @@ SDXL_CONFIG = {
 
 
 def test_sd15_checkpoint_and_diffusion_model_from_their_headers(comfy_host):
-    from modes.header import detect_model
+    from modes.detection import detect_model
 
     models = hostenv.models_dir()
     checkpoint = detect_model(models / "checkpoints" / "distorch-test-sd15.safetensors")
@@ -77,7 +77,7 @@ def test_sd15_checkpoint_and_diffusion_model_from_their_headers(comfy_host):
 
 
 def test_sd2_and_sdxl_detected_from_header_only_files(comfy_host, tmp_path):
-    from modes.header import detect_model
+    from modes.detection import detect_model
 
     sd2 = detect_model(header_only_file(tmp_path / "sd2.safetensors", meta_unet(comfy_host, **sd2_config()),
                                         "model.diffusion_model."))
@@ -118,7 +118,7 @@ def test_unreadable_headers_name_the_file(tmp_path, content, needle):
 
 
 def test_non_safetensors_files_are_unknown_without_reading(tmp_path):
-    from modes.header import detect_model
+    from modes.detection import detect_model
 
     path = tmp_path / "old.ckpt"
     path.write_bytes(b"not a zip")

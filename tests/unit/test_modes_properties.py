@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from distorch.allocation import AllocationError, parse_allocation
 from distorch.devices import DeviceNameError, canonical_device
-from modes.header import BaseModel, HeaderError, lora_context_dim, read_header, shape_only_state_dict
+from modes.detection import shape_only_state_dict
+from modes.header import BaseModel, HeaderError, lora_context_dim, read_header
 from modes.paths import Roots
 from modes.schema import MAX_SIDE, MODE_KEYS, WEIGHT_DTYPES, Checks, ModesConfig, build_config
 from modes.yamlsafe import MAX_DEPTH, ModesFileError, read_document

@@ -50,8 +50,9 @@ def test_modes_reads_the_one_dtype_table():
     """modes/ keeps no dtype table of its own: its header reader and its schema use distorch/dtypes.py
     (also when modes/ is imported on its own, as these tests do)."""
     from distorch import dtypes
-    from modes import header, schema
+    from modes import detection, header, schema
 
     assert schema.WEIGHT_DTYPES == tuple(dtypes.WEIGHT_DTYPES)
-    assert header.TORCH_NAMES is dtypes.TORCH_NAMES
-    assert not [name for name in vars(header) if "DTYPE" in name.upper()]
+    assert detection.TORCH_NAMES is dtypes.TORCH_NAMES
+    assert not [name for module in (header, detection) for name in vars(module)
+                if "DTYPE" in name.upper() and name != "TORCH_NAMES"]
