@@ -71,9 +71,8 @@ def main() -> int:
     import comfy.sd
     import torch
 
-    runtime = importlib.import_module(f"{pack.__name__}.modes.runtime")
-    header = importlib.import_module(f"{pack.__name__}.modes.header")
-    service = runtime.start()
+    detection = importlib.import_module(f"{pack.__name__}.modes.detection")
+    service = pack.RUNTIME.modes.start(pack.RUNTIME.registry)  # no server here: the bench starts it
     core_loader = nodes.CheckpointLoaderSimple()
     checkpoint_name = Path(CHECKPOINT_FILE).name
 
@@ -107,8 +106,8 @@ def main() -> int:
     detect_times = {}
     for depth, path in (("fp16", small), ("fp32", large)):
         sizes[depth] = path.stat().st_size / 2**20
-        header.detect_model(path), comfy.sd.load_diffusion_model(str(path))   # warm
-        times = alternate(args.rounds, {"detect": lambda p=path: header.detect_model(p),
+        detection.detect_model(path), comfy.sd.load_diffusion_model(str(path))   # warm
+        times = alternate(args.rounds, {"detect": lambda p=path: detection.detect_model(p),
                                         "load": lambda p=path: comfy.sd.load_diffusion_model(str(p))})
         detect_times[depth] = times
         gc.collect()
@@ -147,7 +146,7 @@ def main() -> int:
         print(f"{what + ', fp32 / fp16 file':<34}{fp16:>14.5f}{fp32:>14.5f}{fp32 / fp16:>10.5f}")
     print(f"reload p50 {statistics.median(latencies) * 1000:.1f} ms, p95 {percentile(latencies, 0.95) * 1000:.1f} ms "
           f"over {len(latencies)} writes (watchdog + parse + validate + header reads)")
-    service.watcher.stop()
+    pack.RUNTIME.close()  # stops the watcher, puts the SIGHUP handler back
     return 0
 
 
