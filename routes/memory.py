@@ -22,12 +22,11 @@ from .. import device_utils
 from ..distorch.memory import fingerprint, report_document
 from ..model_management_mgpu import offload_settings
 from . import add_on_prompt_handler
-from .http import BadRequest, expect_number, expect_type, guarded, json_body, reject_unknown
+from .http import BadRequest, guarded, read_body
+from .request_models import FreeRequest
 
 log = logging.getLogger("distorch.routes.memory")
 REPORT_TTL = 0.1
-FREE_KEYS = {"force", "free_memory", "wait", "timeout", "model"}
-MAX_WAIT_SECONDS = 300.0
 
 
 def _event_interval() -> float:
@@ -122,16 +121,8 @@ def add_routes(routes, runtime) -> None:
     @routes.post("/distorch/free")
     @guarded("POST /distorch/free")
     async def post_free(request):
-        body = await json_body(request, example='{"force": true}')
-        reject_unknown(body, FREE_KEYS)
-        force = expect_type(body, "force", bool, False)
-        free_memory = expect_type(body, "free_memory", bool, True)
-        wait = expect_type(body, "wait", bool, True)
-        timeout = float(expect_number(body, "timeout", 0, MAX_WAIT_SECONDS, 30))
-        model = expect_type(body, "model", str, None)
-        if model is not None and force:
-            raise BadRequest("'model' and 'force' cannot be combined: force unloads every model on every device; "
-                             'send {"model": "<id>"} to unload one model, or {"force": true} for all of them')
+        asked = await read_body(request, FreeRequest, allow_empty=True)
+        force, free_memory, model = asked.force, asked.free_memory, asked.model
         control = runtime.memory
         if control is None:
             raise BadRequest("memory control is off in this ComfyUI (see the comfyui-distorch start-up "
@@ -146,7 +137,7 @@ def add_routes(routes, runtime) -> None:
         host.prompt_queue.set_flag("unload_models", True)
         if free_memory or force:
             host.prompt_queue.set_flag("free_memory", True)
-        deadline = time.monotonic() + (timeout if wait else 0)
+        deadline = time.monotonic() + (asked.timeout if asked.wait else 0)
         while control.flows_completed < target and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         done = control.flows_completed >= target

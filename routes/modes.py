@@ -5,18 +5,16 @@ Thin handlers: parse -> call the modes service -> JSON. Errors are real statuses
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import random
-import re
 import time
-from dataclasses import dataclass
 
 from aiohttp import web
 
 from .host_queue import queue_prompt
-from .http import BadRequest, error_response, expect_number, expect_type, guarded, json_body, reject_unknown
+from .http import BadRequest, error_response, guarded, read_body
+from .request_models import GenerateRequest, ModesReloadRequest, SwitchRequest
 
 log = logging.getLogger("distorch.routes")
 
@@ -51,79 +49,14 @@ def preload_prompt(mode: str) -> dict:
             "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 7]}}}
 
 
-GENERATE_KEYS = {"mode", "prompt", "negative", "size", "steps", "guidance", "seed", "wait", "timeout",
-                 "client_id", "extra_data", "front", "number", "priority"}
-GENERATE_EXAMPLE = '{"mode": "NAME", "prompt": "a red cube", "seed": 42}'
-SIZE = re.compile(r"\s*([0-9]{1,6})\s*[xX]\s*([0-9]{1,6})\s*")
-MAX_WAIT_SECONDS = 3600
-
-
-@dataclass(frozen=True)
-class GenerateRequest:
-    """The body of POST /distorch/generate, checked; None = the mode's default."""
-
-    mode: str | None
-    text: str = ""
-    negative: str = ""
-    size: tuple[int, int] | None = None
-    steps: int | None = None
-    guidance: float | None = None
-    seed: int | None = None
-    wait: bool = False
-    timeout: float = 600.0
-    client_id: str | None = None
-    extra_data: dict | None = None
-    front: bool | None = None
-    number: float | None = None
-    priority: str | None = None
-
-
-def _priority(body: dict) -> str | None:
-    """The body's ``priority`` checked (one of the queue's ranks), or None."""
-    from ..distorch.scheduler import RANKS, PriorityError, parse_priority
-
-    if body.get("priority") is None:
-        return None
-    try:
-        return RANKS[parse_priority(body["priority"])]
-    except PriorityError as exc:
-        raise BadRequest(str(exc)) from None
-
-
-def parse_generate(body: dict) -> GenerateRequest:
-    """Every key checked before the mode is looked up, so a bad field is named even when the mode
-    is also wrong."""
-    reject_unknown(body, GENERATE_KEYS)
-    size = expect_type(body, "size", str)
-    if size is not None:
-        match = SIZE.fullmatch(size)
-        if match is None:
-            raise BadRequest(f"'size' must be \"WIDTHxHEIGHT\" like \"512x512\", got {json.dumps(size)[:80]}")
-        width, height = int(match.group(1)), int(match.group(2))
-        if not all(16 <= side <= 16384 and side % 8 == 0 for side in (width, height)):
-            raise BadRequest(f"'size' {size!r}: each side must be a multiple of 8 from 16 to 16384")
-        size = (width, height)
-    return GenerateRequest(
-        mode=expect_type(body, "mode", str), text=expect_type(body, "prompt", str, ""),
-        negative=expect_type(body, "negative", str, ""), size=size,
-        steps=expect_number(body, "steps", 1, 10000, integer=True),
-        guidance=expect_number(body, "guidance", 0, 100),
-        seed=expect_number(body, "seed", 0, 2**64 - 1, integer=True),
-        wait=expect_type(body, "wait", bool, False),
-        timeout=float(expect_number(body, "timeout", 0, MAX_WAIT_SECONDS, 600)),
-        client_id=expect_type(body, "client_id", str), extra_data=expect_type(body, "extra_data", dict),
-        front=expect_type(body, "front", bool), number=expect_number(body, "number", -1e15, 1e15),
-        priority=_priority(body))
-
-
 def generate_prompt(mode: str, spec, request: GenerateRequest) -> tuple[dict, int]:
     seed = request.seed if request.seed is not None else random.randrange(0, 2**63)
-    width, height = request.size or (spec.width, spec.height)
+    width, height = request.dimensions or (spec.width, spec.height)
     sampler_steps = ["1", 5] if request.steps is None else request.steps
     cfg = ["1", 6] if request.guidance is None else float(request.guidance)
     prompt = {
         "1": {"class_type": "DisTorchModeSwitch", "inputs": {"mode": mode}},
-        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": request.text, "clip": ["1", 1]}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": request.prompt, "clip": ["1", 1]}},
         "3": {"class_type": "CLIPTextEncode", "inputs": {"text": request.negative, "clip": ["1", 1]}},
         "4": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": height, "batch_size": 1}},
         "5": {"class_type": "KSampler", "inputs": {
@@ -167,7 +100,7 @@ def add_routes(routes, runtime) -> None:
     @routes.post("/distorch/modes/reload")
     @guarded("POST /distorch/modes/reload")
     async def reload_modes(request):
-        reject_unknown(await json_body(request), ())
+        await read_body(request, ModesReloadRequest, allow_empty=True)
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(None, runtime.modes.reload, "route")
         if not result.ok:
@@ -178,18 +111,14 @@ def add_routes(routes, runtime) -> None:
     @routes.post("/distorch/modes/switch")
     @guarded("POST /distorch/modes/switch")
     async def switch_mode(request):
-        body = await json_body(request, allow_empty=False, example='{"mode": "NAME"}')
-        reject_unknown(body, ("mode", "priority"))
-        priority = _priority(body)
-        mode = expect_type(body, "mode", str)
-        if mode is None:
-            raise BadRequest("the body needs 'mode': the name of a mode from GET /distorch/modes")
+        asked = await read_body(request, SwitchRequest)
+        mode = asked.mode
         service = runtime.modes
         if service.spec(mode) is None:
             raise BadRequest(service.unknown_mode_message(mode), status=404)
         if service.is_cached(mode):
             return web.json_response({"mode": mode, "cached": True, "prompt_id": None})
-        queued = await queue_prompt(request, preload_prompt(mode), priority=priority)
+        queued = await queue_prompt(request, preload_prompt(mode), priority=asked.priority)
         ahead = _prompts_before(runtime, queued["prompt_id"])
         answer = {"mode": mode, "cached": False, "prompt_id": queued["prompt_id"], "runs_after": ahead}
         if ahead is not None:
@@ -207,7 +136,7 @@ def add_routes(routes, runtime) -> None:
     @guarded("POST /distorch/generate")
     async def generate(request):
         service = runtime.modes
-        asked = parse_generate(await json_body(request, allow_empty=False, example=GENERATE_EXAMPLE))
+        asked = await read_body(request, GenerateRequest)
         mode = asked.mode
         if mode is None:
             config = service.state.snapshot()[0]

@@ -14,16 +14,12 @@ import logging
 
 from aiohttp import web
 
-from ..distorch.dtypes import WEIGHT_DTYPES  # the diffusion-model loader's weight_dtype choices
-from .http import BadRequest, guarded, query_number
+from .http import BadRequest, guarded, read_query
+from .request_models import PLAN_FOLDERS as FOLDERS  # folder -> tensor-name prefix of the part that is split
+from .request_models import PlanQuery
 
 log = logging.getLogger("distorch.routes.placement")
 
-QUERY_KEYS = ("file", "folder", "compute_device", "virtual_vram_gb", "donor_device", "allocation", "weight_dtype")
-MAX_VIRTUAL_VRAM_GB = 1 << 20  # no machine has a PiB to lend; larger is a typo, not a plan
-# folder -> tensor-name prefix of the part that is split
-FOLDERS = {"diffusion_models": "", "unet": "", "checkpoints": "model.diffusion_model.", "text_encoders": "",
-           "clip": "", "diffusers": ""}
 GGUF_FOLDERS = ("diffusion_models", "unet", "text_encoders", "clip")  # where ComfyUI-GGUF's loaders look
 SAFETENSORS_NOTE = "sizes at the file's dtype (or weight_dtype); ComfyUI may store weights wider on some devices"
 GGUF_NOTE = ("sizes as the .gguf file stores them (quantized); ComfyUI-GGUF keeps them so and dequantizes one "
@@ -44,7 +40,7 @@ def diffusers_weights(name: str) -> str | None:
         raise BadRequest(str(exc)) from None
 
 
-def plan_response(query) -> dict:
+def plan_response(query: PlanQuery) -> dict:
     import folder_paths
 
     from .. import device_utils
@@ -54,20 +50,7 @@ def plan_response(query) -> dict:
     from ..distorch.split import requested_bytes, split_request, slot_device
     from ..distorch.split_model import WEIGHT_DTYPE_BYTES, compute_room, explain_plan, plan_for
 
-    unknown = sorted(set(query) - set(QUERY_KEYS))
-    if unknown:
-        raise BadRequest(f"unknown query parameter(s) {', '.join(repr(k) for k in unknown[:5])}; allowed: "
-                         f"{', '.join(QUERY_KEYS)}")
-    for key in QUERY_KEYS:
-        if len(query.getall(key, ())) > 1:
-            raise BadRequest(f"{key}: given {len(query.getall(key))} times; give it once")
-    name = query.get("file", "").strip()
-    if not name:
-        raise BadRequest("'file' is required: a model file name as the loader lists it, e.g. "
-                         "?file=model.safetensors&folder=diffusion_models")
-    folder = query.get("folder", "diffusion_models")
-    if folder not in FOLDERS:
-        raise BadRequest(f"folder: '{folder}' is not one of {', '.join(FOLDERS)}")
+    name, folder, weight_dtype = query.file, query.folder, query.weight_dtype
     path = diffusers_weights(name) if folder == "diffusers" else folder_paths.get_full_path(folder, name)
     if path is None:
         raise BadRequest(f"file: '{name}' is not in models/{folder}; GET /models/{folder} lists the files there")
@@ -77,13 +60,9 @@ def plan_response(query) -> dict:
     if is_gguf and folder not in GGUF_FOLDERS:
         raise BadRequest(f"file: '{name}' is a .gguf file; ComfyUI-GGUF loads those from {', '.join(GGUF_FOLDERS)}, "
                          f"not {folder}: ask with one of these folders")
-    weight_dtype = query.get("weight_dtype", "default")
-    if weight_dtype not in WEIGHT_DTYPES:
-        raise BadRequest(f"weight_dtype: {weight_dtype!r} is not one of {', '.join(WEIGHT_DTYPES)}")
     if is_gguf and weight_dtype != "default":
         raise BadRequest(f"weight_dtype: {weight_dtype!r} does not apply to a .gguf file (it keeps its own "
                          "quantization); leave it 'default'")
-    virtual_vram_gb = query_number(query, "virtual_vram_gb", "0", 0, MAX_VIRTUAL_VRAM_GB, " (GiB; 0 = no split)")
     if is_gguf:
         try:
             table = read_table(path)
@@ -101,14 +80,14 @@ def plan_response(query) -> dict:
                              status=422) from None
         file_modules = modules_from_tensors(tensors, FOLDERS[folder], WEIGHT_DTYPE_BYTES.get(weight_dtype))
     try:
-        device = device_utils.resolve_device(query.get("compute_device", "default"), "compute_device")
+        device = device_utils.resolve_device(query.compute_device, "compute_device")
         if device is None:
             import comfy.model_management as mm
 
             device = mm.text_encoder_device() if folder in ("text_encoders", "clip") else mm.get_torch_device()
         compute = str(device)
-        request = split_request(compute, device_utils.available_devices(), virtual_vram_gb,
-                                query.get("donor_device", "cpu"), query.get("allocation", ""))
+        request = split_request(compute, device_utils.available_devices(), query.virtual_vram_gb,
+                                query.donor_device, query.allocation)
         modules = file_modules
         if not modules:
             raise ValueError(f"file: '{name}' holds no tensors under '{FOLDERS[folder]}'")
@@ -148,4 +127,4 @@ def add_routes(routes: web.RouteTableDef, runtime) -> None:
     @routes.get("/distorch/plan")
     @guarded("GET /distorch/plan")
     async def distorch_plan(request: web.Request) -> web.Response:
-        return web.json_response(plan_response(request.query))
+        return web.json_response(plan_response(read_query(request.query, PlanQuery)))

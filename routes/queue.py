@@ -20,10 +20,11 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from ..distorch.queue_control import MAX_MAX_PASSES, QueueControl, affinity_from_environment, request_priority
+from ..distorch.queue_control import QueueControl, affinity_from_environment, request_priority
 from ..distorch.scheduler import PriorityError, parse_priority
 from . import add_on_prompt_handler
-from .http import BadRequest, expect_number, guarded, json_body, reject_unknown
+from .http import BadRequest, guarded, read_body
+from .request_models import AffinityRequest
 
 log = logging.getLogger("distorch.routes.queue")
 PROMPT_PATHS = ("/prompt", "/api/prompt")
@@ -141,15 +142,10 @@ def add_routes(routes, runtime) -> None:
     @routes.post("/distorch/queue/affinity")
     @guarded("POST /distorch/queue/affinity")
     async def set_affinity(request):
-        body = await json_body(request, allow_empty=False, example='{"max_passes": 2}')
-        reject_unknown(body, ("max_passes",))
-        value = expect_number(body, "max_passes", 0, MAX_MAX_PASSES, integer=True)
-        if value is None:
-            raise BadRequest('give \'max_passes\': how many times a prompt may be passed (0 = affinity off), '
-                             'e.g. {"max_passes": 2}')
+        asked = await read_body(request, AffinityRequest)
         control = _control(runtime)
         try:
-            control.set_max_passes(int(value))
+            control.set_max_passes(asked.max_passes)
         except PermissionError as exc:
             raise BadRequest(str(exc), status=409, affinity=control.report()["affinity"]) from None
         return web.json_response(control.report())

@@ -11,11 +11,10 @@ import logging
 from aiohttp import web
 
 from ..distorch.retention import MAX_MODELS_ENV, RAM_PERCENT_ENV
-from .http import BadRequest, expect_number, guarded, json_body, reject_unknown
+from .http import BadRequest, guarded, read_body
+from .request_models import RetentionRequest
 
 log = logging.getLogger("distorch.routes.retention")
-KEYS = ("max_models", "ram_percent")
-EXAMPLE = '{"max_models": 4, "ram_percent": 30}'
 
 
 def _control(runtime):
@@ -35,13 +34,7 @@ def add_routes(routes, runtime) -> None:
     @routes.post("/distorch/retention")
     @guarded("POST /distorch/retention")
     async def set_retention(request):
-        body = await json_body(request, allow_empty=False, example=EXAMPLE)
-        reject_unknown(body, KEYS)
-        if not body:
-            raise BadRequest(f"give 'max_models', 'ram_percent' or both, e.g. {EXAMPLE}")
-        changes = {"max_models": expect_number(body, "max_models", 0, 1000, integer=True),
-                   "ram_percent": expect_number(body, "ram_percent", 0, 100)}
-        changes = {key: value for key, value in changes.items() if value is not None}
+        changes = (await read_body(request, RetentionRequest)).model_dump(exclude_unset=True)
         control = _control(runtime)
         if control.budget.source == "environment":
             raise BadRequest(f"the retention budget is set by {MAX_MODELS_ENV} / {RAM_PERCENT_ENV} in ComfyUI's "

@@ -51,6 +51,8 @@ FIELD_GARBAGE = [
     ("/distorch/free", {"model": 7}, 400, ["'model' must be str", "7"]),
     ("/distorch/free", {"model": "nope"}, 400, ["'model' 'nope' is not a loaded model", "GET /internal/memory"]),
     ("/distorch/free", {"model": "nope", "force": True}, 400, ["'model' and 'force' cannot be combined"]),
+    ("/distorch/free", {"force": 1, "timeout": -1, "zz": 0}, 400,  # every mistake named, unknown keys first
+     ['unknown key(s) "zz"', "also 'force' must be bool, got 1", "also 'timeout' must be a number from 0 to 300"]),
     ("/distorch/modes/reload", {"force": True}, 400, ['unknown key(s) "force"', "allowed: none"]),
     ("/distorch/modes/switch", b"", 400, ["needs a JSON object body", '"mode"']),
     ("/distorch/modes/switch", {}, 400, ["needs 'mode'", "GET /distorch/modes"]),
@@ -91,7 +93,7 @@ FIELD_GARBAGE = [
     ("/distorch/generate", {"priority": "asap"}, 400, ["priority: 'asap' is not a priority", "urgent, high, normal, low"]),
     ("/distorch/modes/switch", {"mode": "mode-a", "priority": 1}, 400, ["priority: 1 is not a priority"]),
     ("/distorch/queue/affinity", b"", 400, ["needs a JSON object body", '"max_passes"']),
-    ("/distorch/queue/affinity", {}, 400, ["give 'max_passes'", "0 = affinity off"]),
+    ("/distorch/queue/affinity", {}, 400, ["the body needs 'max_passes'", "0 = affinity off", '{"max_passes": 2}']),
     ("/distorch/queue/affinity", {"max_passes": -1}, 400, ["'max_passes' must be an integer from 0 to 100"]),
     ("/distorch/queue/affinity", {"max_passes": 1.5}, 400, ["'max_passes' must be int", "1.5"]),
     ("/distorch/queue/affinity", {"max_passes": 2, "x": 1}, 400, ['unknown key(s) "x"', "allowed: max_passes"]),
