@@ -5,6 +5,6 @@ WEB_DIRECTORY = "./web"  # JS modules: memory panel, node additions, modes dropd
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
 
-# The one runtime of this process (distorch/runtime.py): every piece of state the pack keeps, and
+# The one runtime of this process (distorch/host/runtime.py): every piece of state the pack keeps, and
 # the record of every change it made to the host (RUNTIME.close() undoes them all).
 RUNTIME, NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = register()

@@ -1,7 +1,7 @@
 """Device inventory and memory readings: which devices this machine has, how full each is, and
 how to give memory back (asks torch, NVML, psutil and the backend packages).
 
-The naming rules are pure and live in distorch/devices.py.
+The naming rules are pure and live in distorch/logic/devices.py.
 """
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import os
 import sys
 import threading
 
-from .distorch.devices import (DEFAULT_DEVICE, DeviceNameError, canonical_device,  # noqa: F401
+from .distorch.logic.devices import (DEFAULT_DEVICE, DeviceNameError, canonical_device,  # noqa: F401
                                device_names)
-from .distorch.memory import DeviceMemory, RamReading, change_line
-from .distorch.memory import snapshot_line as memory_snapshot_line
+from .distorch.logic.memory_report import DeviceMemory, RamReading, change_line
+from .distorch.logic.memory_report import snapshot_line as memory_snapshot_line
 
 
 def probe_device_counts() -> tuple[dict[str, int], bool]:

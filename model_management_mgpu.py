@@ -1,7 +1,7 @@
 """Every patch comfyui-distorch makes to ``comfy.model_management`` lives here.
 
 Each patch wraps the host's original function and is recorded in the runtime's patch registry
-(``distorch/patch_registry.py``), which takes it back on uninstall (by identity: a wrapper another
+(``distorch/logic/patch_registry.py``), which takes it back on uninstall (by identity: a wrapper another
 pack put around ours stays). Each checks the attribute it relies on first: a host whose function
 is missing or has another shape gets one log line and keeps its own behaviour.
 
@@ -34,12 +34,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import device_utils
-from .distorch import dynamic_vram
-from .distorch.device_choice import chosen_device, device_override  # noqa: F401  (device_override: for callers)
-from .distorch.memory import ModelMemory, OffloadSettings, change_line
-from .distorch.patch_registry import PatchError, PatchRegistry
-from .distorch.placement import placement_of, whole_size
-from .distorch.retention import (MAX_MODELS_ENV, RAM_PERCENT_ENV, BudgetError, RetainedModels, Retained,
+from .distorch.host import dynamic_vram
+from .distorch.logic.device_choice import chosen_device, device_override  # noqa: F401  (device_override: for callers)
+from .distorch.logic.memory_report import ModelMemory, OffloadSettings, change_line
+from .distorch.logic.patch_registry import PatchError, PatchRegistry
+from .distorch.logic.placement_record import placement_of, whole_size
+from .distorch.logic.retention import (MAX_MODELS_ENV, RAM_PERCENT_ENV, BudgetError, RetainedModels, Retained,
                                  RetentionBudget, budget_from_environment, over_budget)
 
 log = logging.getLogger("distorch.patches")

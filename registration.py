@@ -1,4 +1,4 @@
-"""Builds the pack's one ``Runtime`` (distorch/runtime.py) and wires it to the host: the patches of
+"""Builds the pack's one ``Runtime`` (distorch/host/runtime.py) and wires it to the host: the patches of
 ``comfy.model_management`` and of the prompt queue, the routes, the modes service, the node classes
 (bound to it). Called once by ``__init__.py``; tests call it to get a runtime of their own and
 ``runtime.close()`` to undo everything it did."""
@@ -8,7 +8,7 @@ import logging
 
 from . import model_management_mgpu, routes
 from .distorch import __version__
-from .distorch.runtime import Runtime
+from .distorch.host.runtime import Runtime
 from .modes.runtime import ModesService
 from .nodes import node_mappings
 

@@ -155,11 +155,11 @@ def main() -> int:
 
     folder_paths.folder_names_and_paths["diffusion_models"] = ([str(models / "diffusion_models")],
                                                                {".gguf", ".safetensors"})
-    apply = importlib.import_module("comfyui_distorch.distorch.apply")
-    split_model = importlib.import_module("comfyui_distorch.distorch.split_model")
-    split_request = importlib.import_module("comfyui_distorch.distorch.split").split_request
-    modules_of = importlib.import_module("comfyui_distorch.distorch.modules").modules_of
-    Plan = importlib.import_module("comfyui_distorch.distorch.planner").Plan
+    apply = importlib.import_module("comfyui_distorch.distorch.host.split_patcher")
+    split_model = importlib.import_module("comfyui_distorch.distorch.host.split_loaded")
+    split_request = importlib.import_module("comfyui_distorch.distorch.logic.split_request").split_request
+    modules_of = importlib.import_module("comfyui_distorch.distorch.logic.module_sizes").modules_of
+    Plan = importlib.import_module("comfyui_distorch.distorch.logic.planner").Plan
     runtime = split_model.SplitRuntime()
 
     def load(kind: str):
@@ -222,7 +222,7 @@ def main() -> int:
         plan = Plan("cpu", {m.name: DONOR if m.name in donor_names else "cpu" for m in modules},
                     {"cpu": sum(m.bytes for m in modules) - sum(m.bytes for m in donor),
                      DONOR: sum(m.bytes for m in donor)}, max(m.bytes for m in donor))
-        return apply.apply_split(patcher, apply.SplitPlacement.from_plan(plan, "the fp16 split's layers")), plan
+        return apply.apply_split(patcher, apply.SplitLayout.from_plan(plan, "the fp16 split's layers")), plan
 
     def report(title: str, rows: dict) -> None:
         print(f"# {title}")

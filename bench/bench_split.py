@@ -99,8 +99,8 @@ def main() -> int:
     nodes, pack = import_host_and_pack(models, cpu=not cuda)
     import comfy.model_management as mm
 
-    apply = importlib.import_module("comfyui_distorch.distorch.apply")
-    whole_size = importlib.import_module("comfyui_distorch.distorch.placement").whole_size
+    apply = importlib.import_module("comfyui_distorch.distorch.host.split_patcher")
+    whole_size = importlib.import_module("comfyui_distorch.distorch.logic.placement_record").whole_size
     loader = pack.NODE_CLASS_MAPPINGS["DisTorchUNETLoader"]()
 
     def load(work: Workload, device, allocation=""):

@@ -2,7 +2,7 @@
 
 Each decode runs in a fresh process (so its peak resident memory, ru_maxrss, is its own) on the
 CPU with the synthetic SD VAE, decoding a zero latent of the given size: once with the VAE's own
-``decode``, once through the tiled VAE a mode with ``vae_tiling`` gets (distorch/vae_tiling.py,
+``decode``, once through the tiled VAE a mode with ``vae_tiling`` gets (distorch/host/vae_tiling.py,
 which runs the host's ``decode_tiled``). Printed: the peak growth over the process's state after
 loading the VAE, the time, and tiled / plain ratios.
 

@@ -1,9 +1,13 @@
-"""DisTorch engine. Pure modules (no torch, no ComfyUI; tested on byte-sized fixtures): allocation
-(the grammar), split (requests from node inputs), planner, placement (records), retention (what is
-kept and its budget), memory (report rules), dtypes, devices, gguf_tables, checks, assets (a diffusers
-folder's model_index.json and part configs; fetches missing ones, never weights). The modules that
-meet ComfyUI: pipeline (request -> plan -> load -> place -> record, every entry point's one path),
-apply and split_model (the split patcher, built through clone()), host_checks, streaming,
-device_context, dynamic_vram, modules (module lists from loaded models and headers)."""
+"""DisTorch engine, in two halves (the layer contracts in pyproject.toml keep them apart):
+
+- ``logic``: pure, neither torch nor ComfyUI, tested on byte-sized fixtures: the allocation grammar,
+  split requests, the planner, module sizes from file headers (safetensors, GGUF), placement
+  records, retention and scheduling rules, memory-report rules, the patch registry, the device
+  choice of a loading node.
+- ``host``: what meets ComfyUI and torch: the load pipeline (request -> plan -> load -> place ->
+  record, every entry point's one path), the split of a loaded model and its patcher (built through
+  ``clone()``), transfer checks, the host-internals check, DynamicVRAM, device context, queue
+  control, diffusers folders and their assets, and the ``Runtime`` that owns the process's state.
+"""
 
 __version__ = "0.1.0"

@@ -9,9 +9,9 @@ from pathlib import Path
 from .header import SAFETENSORS_SUFFIXES, BaseModel, HeaderError, read_header
 
 try:  # the pack: modes/ sits beside distorch/
-    from ..distorch.dtypes import TORCH_NAMES
+    from ..distorch.logic.dtypes import TORCH_NAMES
 except ImportError:  # modes imported on its own (unit tests put the repository root on sys.path)
-    from distorch.dtypes import TORCH_NAMES
+    from distorch.logic.dtypes import TORCH_NAMES
 
 log = logging.getLogger("distorch.modes")
 

@@ -1,6 +1,6 @@
 """A mode -> MODEL / CLIP / VAE, through the same path as the DisTorch loaders: the host's own
 loading function inside ``device_override``, a placement record on every part, errors explained
-by ``distorch.checks``. LoRAs are applied with the host's ``load_lora_for_models`` (what the core
+by ``distorch.logic.load_failure``. LoRAs are applied with the host's ``load_lora_for_models`` (what the core
 LoraLoader does); a LoRA the header check marked as made for another base is skipped with a
 warning instead of failing the prompt.
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from ..distorch import pipeline
-from ..distorch.dtypes import WEIGHT_DTYPES
-from ..distorch.placement import whole_size
+from ..distorch.host import load_pipeline
+from ..distorch.logic.dtypes import WEIGHT_DTYPES
+from ..distorch.logic.placement_record import whole_size
 from .schema import ModeSpec
 
 log = logging.getLogger("distorch.modes")
@@ -51,7 +51,7 @@ def weight_model_options(weight_dtype: str) -> dict:
     return options
 
 
-def load_mode(spec: ModeSpec, load_pipeline) -> LoadedMode:
+def load_mode(spec: ModeSpec, pipeline) -> LoadedMode:
     """Read the mode's files and build its models (the cold path; the cache decides when)."""
     import comfy.diffusers_load
     import comfy.sd
@@ -70,20 +70,20 @@ def load_mode(spec: ModeSpec, load_pipeline) -> LoadedMode:
     options = weight_model_options(spec.weight_dtype)
     # The same request as DisTorchCheckpointLoader's: the mode's device and allocation for the
     # diffusion model (fraction form: donor cpu), CLIP and VAE where the host would put them.
-    parts = [pipeline.part_request("unet", spec.compute_device, f"modes.{spec.name}.compute_device",
+    parts = [load_pipeline.part_request("unet", spec.compute_device, f"modes.{spec.name}.compute_device",
                                    (0.0, "cpu", spec.allocation) if spec.allocation else None)]
     if kind != "diffusion_model":
-        parts += [pipeline.part_request("clip", "default"), pipeline.part_request("vae", "default")]
+        parts += [load_pipeline.part_request("clip", "default"), load_pipeline.part_request("vae", "default")]
     checked = (spec.model_file,)
     if kind == "diffusers":
-        from ..distorch.assets import ensure_assets
-        from ..distorch.diffusers_folder import read_layout
+        from ..distorch.host.assets import ensure_assets
+        from ..distorch.host.diffusers_folder import read_layout
 
         # configs first, never weights; offline as the environment says (DISTORCH_OFFLINE, HF_HUB_OFFLINE)
         ensure_assets(spec.model_file, parts=("unet", "vae", "text_encoder", "text_encoder_2"))
         checked = (str(read_layout(spec.model_file, f"modes.{spec.name}.model").weights["unet"]),)
-    request = pipeline.build_request(NODE_CLASS, f"{spec.name}: {spec.model}", False, parts,
-                                     pipeline.FileCheck("checkpoints", (spec.model,), "checkpoint",
+    request = load_pipeline.build_request(NODE_CLASS, f"{spec.name}: {spec.model}", False, parts,
+                                     load_pipeline.FileCheck("checkpoints", (spec.model,), "checkpoint",
                                                         f"mode '{spec.name}'", paths=checked),
                                      name=f"mode '{spec.name}'")
 
@@ -99,7 +99,7 @@ def load_mode(spec: ModeSpec, load_pipeline) -> LoadedMode:
         return out[:3]
 
     # Placed and recorded before the LoRAs: their clones copy the record (clone keeps attachments).
-    model, clip, vae = load_pipeline.load(request, host_load, ("unet", "clip", "vae"))
+    model, clip, vae = pipeline.load(request, host_load, ("unet", "clip", "vae"))
     if kind == "diffusion_model":
         warnings.append(f"mode '{spec.name}': '{spec.model}' is a diffusion model without text encoder "
                         "or VAE: the CLIP and VAE outputs are empty")
@@ -113,12 +113,12 @@ def load_mode(spec: ModeSpec, load_pipeline) -> LoadedMode:
         except Exception as exc:  # a LoRA that does not apply must not take the mode down
             warnings.append(f"mode '{spec.name}': LoRA '{lora.path}' skipped: it could not be applied ({exc})")
     if spec.attention != "default":
-        from ..distorch.attention import with_attention
+        from ..distorch.host.attention import with_attention
 
         model = with_attention(model, spec.attention)
         log.info("mode '%s': its diffusion model runs attention '%s'", spec.name, spec.attention)
     if spec.vae_tiling is not None and vae is not None:
-        from ..distorch.vae_tiling import tiled_vae
+        from ..distorch.host.vae_tiling import tiled_vae
 
         vae = tiled_vae(vae, *spec.vae_tiling)
         log.info("mode '%s': its VAE decodes in tiles of %d px overlapping by %d px", spec.name, *spec.vae_tiling)

@@ -50,7 +50,7 @@ def _check_device(value: str, key: str) -> str | None:
 
 def _check_allocation(value: str, key: str) -> str | None:
     from .. import device_utils
-    from ..distorch.allocation import AllocationError, parse_allocation
+    from ..distorch.logic.allocation import AllocationError, parse_allocation
 
     try:
         parse_allocation(value, device_utils.available_devices(), key)
@@ -60,7 +60,7 @@ def _check_allocation(value: str, key: str) -> str | None:
 
 
 def _check_attention(value: str, key: str) -> str | None:
-    from ..distorch import attention
+    from ..distorch.host import attention
 
     return attention.check(value, key)
 
@@ -89,12 +89,12 @@ MEMORY_HOLDER = "modes cache"  # the name memory control lists this cache under
 
 
 class ModesService:
-    def __init__(self, load_pipeline, memory_control=None, server=None):
-        """``load_pipeline``: the pack's one load pipeline (modes load through it);
+    def __init__(self, pipeline, memory_control=None, server=None):
+        """``pipeline``: the pack's one load pipeline (modes load through it);
         ``memory_control``: the pack's MemoryControl (None when off), which then lists the cached
         modes' models and counts them in the retention budget; ``server``: ComfyUI's PromptServer
         for the ``distorch.modes`` event (None outside a server)."""
-        self.pipeline = load_pipeline
+        self.pipeline = pipeline
         self.server = server
         self.state = ModesState(lambda: dict(os.environ), _user_dir, host_checks)
         self.cache = ModeCache(DEFAULT_CACHE_MODES, int(DEFAULT_CACHE_GB * GIB))
@@ -140,7 +140,7 @@ class ModesService:
         """Let the pack's memory control (where present) list the cached modes' models as retained
         and empty the cache on a forced free (POST /distorch/free {"force": true})."""
         if control is not None and hasattr(control, "register_holder"):
-            from ..distorch.retention import Retained
+            from ..distorch.logic.retention import Retained
 
             control.register_holder(
                 MEMORY_HOLDER, self.held_patchers, lambda: len(self.cache.clear()),

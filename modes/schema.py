@@ -33,9 +33,9 @@ from .paths import PathRefused, Roots, resolve_lora, resolve_model
 from .yamlsafe import Document, ModesFileError, Problem
 
 try:  # the pack: modes/ sits beside distorch/
-    from ..distorch import dtypes
+    from ..distorch.logic import dtypes
 except ImportError:  # modes imported on its own (unit tests put the repository root on sys.path)
-    from distorch import dtypes
+    from distorch.logic import dtypes
 
 DEFAULT_WIDTH = DEFAULT_HEIGHT = 512
 DEFAULT_STEPS = 4

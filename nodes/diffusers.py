@@ -1,16 +1,16 @@
 """``DisTorchDiffusersLoader``: a diffusers-format folder from models/diffusers, like the core
 (deprecated) 'DiffusersLoader', with each part on the device you choose, the diffusion model
 optionally split, and ``keep_loaded``. Before any weight is read, the folder's layout is checked
-(distorch/diffusers_folder.py) and its small assets (model_index.json, each part's config.json)
-are made sure of (distorch/assets.py: fetched where missing, or refused in offline mode). Then
+(distorch/host/diffusers_folder.py) and its small assets (model_index.json, each part's config.json)
+are made sure of (distorch/host/assets.py: fetched where missing, or refused in offline mode). Then
 the load pipeline runs the host's own diffusers loader, unchanged.
 """
 from __future__ import annotations
 
 import nodes as core_nodes
 
-from ..distorch import pipeline
-from ..distorch.diffusers_folder import find_folder, read_layout
+from ..distorch.host import load_pipeline
+from ..distorch.host.diffusers_folder import find_folder, read_layout
 from .loaders import CATEGORY, validate_allocation, with_part_devices, with_tooltips
 from .bound import runtime_of
 
@@ -50,19 +50,19 @@ class DisTorchDiffusersLoader(core_nodes.DiffusersLoader):
 
     def load_distorch(self, model_path, compute_device, clip_device, vae_device, keep_loaded, virtual_vram_gb=0.0,
                       donor_device="cpu", allocation="", hf_repo="", offline=False):
-        from ..distorch.assets import ensure_assets
+        from ..distorch.host.assets import ensure_assets
 
         folder = find_folder(model_path)
         # model_index.json and the configs of the parts the host's loader reads, before any weight
         ensure_assets(folder, repo=hf_repo.strip() or None, offline=True if offline else None, parts=LOADED_PARTS)
         layout = read_layout(folder)
         unet_weights = str(layout.weights["unet"])
-        request = pipeline.build_request(
+        request = load_pipeline.build_request(
             self.__class__.__name__, model_path, keep_loaded,
-            [pipeline.part_request("unet", compute_device, split=(virtual_vram_gb, donor_device, allocation)),
-             pipeline.part_request("clip", clip_device, "clip_device"),
-             pipeline.part_request("vae", vae_device, "vae_device")],
-            pipeline.FileCheck("diffusers", (model_path,), "diffusers folder's diffusion model", "model_path",
+            [load_pipeline.part_request("unet", compute_device, split=(virtual_vram_gb, donor_device, allocation)),
+             load_pipeline.part_request("clip", clip_device, "clip_device"),
+             load_pipeline.part_request("vae", vae_device, "vae_device")],
+            load_pipeline.FileCheck("diffusers", (model_path,), "diffusers folder's diffusion model", "model_path",
                                paths=(unet_weights,)))
         return runtime_of(self).pipeline.load(request, lambda: self.load_checkpoint(model_path),
                                                 ("unet", "clip", "vae"))

@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 
-from ..distorch import pipeline
+from ..distorch.host import load_pipeline
 from .loaders import validate_allocation, with_pack_inputs, with_tooltips
 from .bound import runtime_of
 
@@ -100,11 +100,11 @@ def make_loader(node_name: str):
         def load_distorch(self, compute_device, keep_loaded, virtual_vram_gb=0.0, donor_device="cpu",
                           allocation="", **core_inputs):
             names = tuple(str(core_inputs.get(name, "")) for name in file_inputs)
-            request = pipeline.build_request(
+            request = load_pipeline.build_request(
                 type(self).__name__, " + ".join(names), keep_loaded,
-                [pipeline.part_request(component, compute_device,
+                [load_pipeline.part_request(component, compute_device,
                                        split=(virtual_vram_gb, donor_device, allocation))],
-                pipeline.FileCheck(folder, names, kind, file_inputs[0]))
+                load_pipeline.FileCheck(folder, names, kind, file_inputs[0]))
             core = upstream(upstream_name)()
             return runtime_of(self).pipeline.load(
                 request, lambda: getattr(core, core.FUNCTION)(**core_inputs), (component,))

@@ -5,7 +5,7 @@ call time, so they follow the host's version), the same outputs, the same errors
 files. What it adds: the device the model runs on, chosen per node and carried by the model, and
 the ``keep_loaded`` flag, and for diffusion models and text encoders a split across devices
 (``virtual_vram_gb`` + ``donor_device``, or the expert ``allocation`` string). Each node is a
-declaration: its inputs, and one call of the load pipeline (distorch/pipeline.py: request ->
+declaration: its inputs, and one call of the load pipeline (distorch/host/load_pipeline.py: request ->
 plan -> the core loading function, unchanged, inside ``device_override`` -> place -> record).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 import nodes as core_nodes
 
 from .. import device_utils
-from ..distorch import pipeline
+from ..distorch.host import load_pipeline
 from .bound import runtime_of
 
 log = logging.getLogger("distorch.loaders")
@@ -75,7 +75,7 @@ def validate_allocation(value, input_name: str = "allocation"):
     and virtual_vram_gb (a bounded number) are left to ComfyUI's own checks, which report one
     error on the input that holds the bad value. What depends on the compute device (its share in
     the allocation) is checked when the node runs, before anything loads."""
-    from ..distorch.allocation import parse_allocation
+    from ..distorch.logic.allocation import parse_allocation
 
     try:
         parse_allocation(value, device_utils.available_devices(), input_name)
@@ -154,10 +154,10 @@ class DisTorchUNETLoader(core_nodes.UNETLoader):
 
     def load_distorch(self, unet_name, weight_dtype, compute_device, keep_loaded, virtual_vram_gb=0.0,
                       donor_device="cpu", allocation=""):
-        request = pipeline.build_request(
+        request = load_pipeline.build_request(
             type(self).__name__, unet_name, keep_loaded,
-            [pipeline.part_request("unet", compute_device, split=(virtual_vram_gb, donor_device, allocation))],
-            pipeline.FileCheck("diffusion_models", (unet_name,), "diffusion model", "unet_name",
+            [load_pipeline.part_request("unet", compute_device, split=(virtual_vram_gb, donor_device, allocation))],
+            load_pipeline.FileCheck("diffusion_models", (unet_name,), "diffusion model", "unet_name",
                                weight_dtype=weight_dtype))
         return runtime_of(self).pipeline.load(request, lambda: self.load_unet(unet_name, weight_dtype), ("unet",))
 
@@ -180,10 +180,10 @@ class DisTorchCLIPLoader(core_nodes.CLIPLoader):
 
     def load_distorch(self, clip_name, type, compute_device, keep_loaded, virtual_vram_gb=0.0,
                       donor_device="cpu", allocation=""):
-        request = pipeline.build_request(
+        request = load_pipeline.build_request(
             self.__class__.__name__, clip_name, keep_loaded,
-            [pipeline.part_request("clip", compute_device, split=(virtual_vram_gb, donor_device, allocation))],
-            pipeline.FileCheck("text_encoders", (clip_name,), "text encoder", "clip_name"))
+            [load_pipeline.part_request("clip", compute_device, split=(virtual_vram_gb, donor_device, allocation))],
+            load_pipeline.FileCheck("text_encoders", (clip_name,), "text encoder", "clip_name"))
         return runtime_of(self).pipeline.load(request, lambda: self.load_clip(clip_name, type), ("clip",))
 
 
@@ -204,10 +204,10 @@ class DisTorchDualCLIPLoader(core_nodes.DualCLIPLoader):
 
     def load_distorch(self, clip_name1, clip_name2, type, compute_device, keep_loaded, virtual_vram_gb=0.0,
                       donor_device="cpu", allocation=""):
-        request = pipeline.build_request(
+        request = load_pipeline.build_request(
             self.__class__.__name__, f"{clip_name1} + {clip_name2}", keep_loaded,
-            [pipeline.part_request("clip", compute_device, split=(virtual_vram_gb, donor_device, allocation))],
-            pipeline.FileCheck("text_encoders", (clip_name1, clip_name2), "text encoder", "clip_name1"))
+            [load_pipeline.part_request("clip", compute_device, split=(virtual_vram_gb, donor_device, allocation))],
+            load_pipeline.FileCheck("text_encoders", (clip_name1, clip_name2), "text encoder", "clip_name1"))
         return runtime_of(self).pipeline.load(request, lambda: self.load_clip(clip_name1, clip_name2, type),
                                                 ("clip",))
 
@@ -223,9 +223,9 @@ class DisTorchVAELoader(core_nodes.VAELoader):
         return with_pack_inputs(inputs, "this VAE", split=False)
 
     def load_distorch(self, vae_name, compute_device, keep_loaded):
-        request = pipeline.build_request(self.__class__.__name__, vae_name, keep_loaded,
-                                         [pipeline.part_request("vae", compute_device)],
-                                         pipeline.FileCheck("vae", (vae_name,), "VAE", "vae_name"))
+        request = load_pipeline.build_request(self.__class__.__name__, vae_name, keep_loaded,
+                                         [load_pipeline.part_request("vae", compute_device)],
+                                         load_pipeline.FileCheck("vae", (vae_name,), "VAE", "vae_name"))
         return runtime_of(self).pipeline.load(request, lambda: self.load_vae(vae_name), ("vae",))
 
 
@@ -246,12 +246,12 @@ class DisTorchCheckpointLoader(core_nodes.CheckpointLoaderSimple):
 
     def load_distorch(self, ckpt_name, compute_device, clip_device, vae_device, keep_loaded, virtual_vram_gb=0.0,
                       donor_device="cpu", allocation=""):
-        request = pipeline.build_request(
+        request = load_pipeline.build_request(
             self.__class__.__name__, ckpt_name, keep_loaded,
-            [pipeline.part_request("unet", compute_device, split=(virtual_vram_gb, donor_device, allocation)),
-             pipeline.part_request("clip", clip_device, "clip_device"),
-             pipeline.part_request("vae", vae_device, "vae_device")],
-            pipeline.FileCheck("checkpoints", (ckpt_name,), "checkpoint", "ckpt_name", prefix="model.diffusion_model."))
+            [load_pipeline.part_request("unet", compute_device, split=(virtual_vram_gb, donor_device, allocation)),
+             load_pipeline.part_request("clip", clip_device, "clip_device"),
+             load_pipeline.part_request("vae", vae_device, "vae_device")],
+            load_pipeline.FileCheck("checkpoints", (ckpt_name,), "checkpoint", "ckpt_name", prefix="model.diffusion_model."))
         return runtime_of(self).pipeline.load(request, lambda: self.load_checkpoint(ckpt_name)[:3],
                                                 ("unet", "clip", "vae"))
 

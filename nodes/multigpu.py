@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import folder_paths
 
 from .. import device_utils
-from ..distorch import pipeline
+from ..distorch.host import load_pipeline
 from . import loaders
 from .keep_loaded import honour_keep_loaded
 from .placement_helpers import PatcherSlot, call_core, core_class, patcher_of, renamed, restamp
@@ -319,16 +319,16 @@ PIPELINES = {"gguf": _gguf, "unet": _unet, "clip": _clip, "dual_clip": _dual_cli
              "checkpoint_advanced": _checkpoint_advanced, "placed": _placed}
 
 
-def load_single(load_pipeline, row: CompatNode, inputs: dict, keep_loaded: bool):
+def load_single(pipeline, row: CompatNode, inputs: dict, keep_loaded: bool):
     """A core loader with one model output, on the chosen device, recorded and split: the load
     pipeline with the core node as the host's loader."""
     facts = CORE_FACTS[row.core]
     device_value = inputs.pop("device")
     split = tuple(inputs.pop(name) for name in ("virtual_vram_gb", "donor_device", "allocation"))
     files = tuple(inputs[name] for name in facts.files)
-    part = pipeline.part_request(facts.component, device_value, row.device_input, split, role=facts.role)
-    checks = pipeline.FileCheck(facts.folder, files, facts.kind, facts.files[0]) if facts.kind else None
-    request = pipeline.build_request(row.name, " + ".join(files), keep_loaded, [part], checks)
+    part = load_pipeline.part_request(facts.component, device_value, row.device_input, split, role=facts.role)
+    checks = load_pipeline.FileCheck(facts.folder, files, facts.kind, facts.files[0]) if facts.kind else None
+    request = load_pipeline.build_request(row.name, " + ".join(files), keep_loaded, [part], checks)
 
     def host_load():
         (holder,) = call_core(row.core, **inputs)
@@ -336,11 +336,11 @@ def load_single(load_pipeline, row: CompatNode, inputs: dict, keep_loaded: bool)
             return (holder,)
         return (PatcherSlot(holder, "control_model_wrapped"),)  # a ControlNet keeps its patcher there
 
-    (placed,) = load_pipeline.load(request, host_load, (facts.component,))
+    (placed,) = pipeline.load(request, host_load, (facts.component,))
     return (placed._owner if isinstance(placed, PatcherSlot) else placed,)
 
 
-def load_checkpoint_split(load_pipeline, row: CompatNode, inputs: dict, keep_loaded: bool):
+def load_checkpoint_split(pipeline, row: CompatNode, inputs: dict, keep_loaded: bool):
     """CheckpointLoaderAdvancedDisTorch2MultiGPU: a device per part, a split for the diffusion
     model and for the text encoder."""
     ckpt_name = inputs["ckpt_name"]
@@ -349,19 +349,19 @@ def load_checkpoint_split(load_pipeline, row: CompatNode, inputs: dict, keep_loa
         split = (inputs[f"{part}_virtual_vram_gb"], inputs[f"{part}_donor_device"],
                  inputs.get(f"{part}_expert_mode_allocations", ""))
         try:
-            parts.append(pipeline.part_request(component, inputs[f"{part}_compute_device"],
+            parts.append(load_pipeline.part_request(component, inputs[f"{part}_compute_device"],
                                                f"{part}_compute_device", split, role))
         except ValueError as exc:
             raise ValueError(renamed(str(exc), input_names(row, f"{part}_"))) from None
-    parts.append(pipeline.part_request("vae", inputs["vae_device"], "vae_device"))
-    request = pipeline.build_request(row.name, ckpt_name, keep_loaded, parts,
-                                     pipeline.FileCheck("checkpoints", (ckpt_name,), "checkpoint", "ckpt_name",
+    parts.append(load_pipeline.part_request("vae", inputs["vae_device"], "vae_device"))
+    request = load_pipeline.build_request(row.name, ckpt_name, keep_loaded, parts,
+                                     load_pipeline.FileCheck("checkpoints", (ckpt_name,), "checkpoint", "ckpt_name",
                                                         prefix="model.diffusion_model."))
     failure = None
     try:
-        outputs = load_pipeline.load(
+        outputs = pipeline.load(
             request, lambda: call_core("CheckpointLoaderSimple", ckpt_name=ckpt_name)[:3], ("unet", "clip", "vae"))
-    except pipeline.SplitFailed as exc:
+    except load_pipeline.SplitFailed as exc:
         failure = renamed(str(exc), input_names(row, "clip_" if exc.component == "clip" else "unet_"))
     if failure is not None:
         raise RuntimeError(failure)
@@ -376,10 +376,10 @@ class PlacedLoad:
     FUNCTION = "load_placed"
 
     def load_placed(self, keep_loaded: bool, **inputs):
-        load_pipeline = runtime_of(self).pipeline
+        pipeline = runtime_of(self).pipeline
         if self.ROW.variant == ADVANCED_DISTORCH2:
-            return load_checkpoint_split(load_pipeline, self.ROW, dict(inputs), keep_loaded)
-        return load_single(load_pipeline, self.ROW, dict(inputs), keep_loaded)
+            return load_checkpoint_split(pipeline, self.ROW, dict(inputs), keep_loaded)
+        return load_single(pipeline, self.ROW, dict(inputs), keep_loaded)
 
 
 honour_keep_loaded(PlacedLoad)

@@ -14,7 +14,7 @@ import logging
 
 import torch
 
-from ..distorch import pipeline
+from ..distorch.host import load_pipeline
 from .loaders import add_split_inputs, device_input, validate_allocation
 from .bound import runtime_of
 
@@ -40,7 +40,7 @@ def _retargeted(patcher, part, label: str):
 
 
 def _source_of(patcher) -> str:
-    from ..distorch.placement import placement_of
+    from ..distorch.logic.placement_record import placement_of
 
     placement = placement_of(patcher)
     inner = getattr(patcher, "model", None)
@@ -66,12 +66,12 @@ class DisTorchPlaceModel:
         return validate_allocation(allocation)
 
     def place(self, model, compute_device, keep_loaded, virtual_vram_gb=0.0, donor_device="cpu", allocation=""):
-        part = pipeline.part_request("unet", compute_device, split=(virtual_vram_gb, donor_device, allocation))
+        part = load_pipeline.part_request("unet", compute_device, split=(virtual_vram_gb, donor_device, allocation))
         clone = _retargeted(model.clone(), part, type(self).__name__)
         if compute_device == "default":  # "where the loader put it": plan for that device
-            part = pipeline.part_request("unet", str(clone.load_device),
+            part = load_pipeline.part_request("unet", str(clone.load_device),
                                          split=(virtual_vram_gb, donor_device, allocation))
-        request = pipeline.build_request(type(self).__name__, _source_of(model), keep_loaded, [part])
+        request = load_pipeline.build_request(type(self).__name__, _source_of(model), keep_loaded, [part])
         return runtime_of(self).pipeline.place(request, (clone,), ("unet",))
 
 
@@ -95,13 +95,13 @@ class DisTorchPlaceCLIP:
         return validate_allocation(allocation)
 
     def place(self, clip, compute_device, keep_loaded, virtual_vram_gb=0.0, donor_device="cpu", allocation=""):
-        part = pipeline.part_request("clip", compute_device, split=(virtual_vram_gb, donor_device, allocation))
+        part = load_pipeline.part_request("clip", compute_device, split=(virtual_vram_gb, donor_device, allocation))
         clone = clip.clone()
         _retargeted(clone.patcher, part, type(self).__name__)
         if compute_device == "default":
-            part = pipeline.part_request("clip", str(clone.patcher.load_device),
+            part = load_pipeline.part_request("clip", str(clone.patcher.load_device),
                                          split=(virtual_vram_gb, donor_device, allocation))
-        request = pipeline.build_request(type(self).__name__, _source_of(clip.patcher), keep_loaded, [part])
+        request = load_pipeline.build_request(type(self).__name__, _source_of(clip.patcher), keep_loaded, [part])
         return runtime_of(self).pipeline.place(request, (clone,), ("clip",))
 
 
@@ -119,14 +119,14 @@ class DisTorchPlaceVAE:
             "keep_loaded": _keep_input()}}
 
     def place(self, vae, compute_device, keep_loaded):
-        part = pipeline.part_request("vae", compute_device)
+        part = load_pipeline.part_request("vae", compute_device)
         # The host's VAE has no clone(): a shallow copy with its own patcher clone is one.
         clone = copy.copy(vae)
         clone.patcher = vae.patcher.clone()
         if part.device is not None and str(clone.patcher.load_device) != part.compute:
             _retargeted(clone.patcher, part, type(self).__name__)
             clone.device = clone.patcher.load_device
-        request = pipeline.build_request(type(self).__name__, _source_of(vae.patcher), keep_loaded, [part])
+        request = load_pipeline.build_request(type(self).__name__, _source_of(vae.patcher), keep_loaded, [part])
         return runtime_of(self).pipeline.place(request, (clone,), ("vae",))
 
 

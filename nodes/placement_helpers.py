@@ -10,7 +10,7 @@ import re
 
 import nodes as core_nodes
 
-from ..distorch.placement import attach, placement_of
+from ..distorch.logic.placement_record import attach, placement_of
 from ..model_management_mgpu import patchers_in
 
 

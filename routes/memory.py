@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 
 from .. import device_utils
-from ..distorch.memory import fingerprint, report_document
+from ..distorch.logic.memory_report import fingerprint, report_document
 from ..model_management_mgpu import offload_settings
 from . import add_on_prompt_handler
 from .http import BadRequest, guarded, read_body

@@ -23,7 +23,7 @@ def _loaded_models() -> list[dict]:
     """What ComfyUI's model management holds right now, with the pack's placement record."""
     import comfy.model_management as mm
 
-    from ..distorch.placement import placement_of, whole_size
+    from ..distorch.logic.placement_record import placement_of, whole_size
 
     result = []
     for loaded in list(getattr(mm, "current_loaded_models", [])):

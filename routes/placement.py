@@ -28,7 +28,7 @@ GGUF_NOTE = ("sizes as the .gguf file stores them (quantized); ComfyUI-GGUF keep
 
 def diffusers_weights(name: str) -> str | None:
     """The diffusion model's weight file of the diffusers folder ``name`` (what the loader splits)."""
-    from ..distorch.diffusers_folder import FolderError, find_folder, read_layout
+    from ..distorch.host.diffusers_folder import FolderError, find_folder, read_layout
 
     try:
         folder = find_folder(name, "file")
@@ -44,11 +44,11 @@ def plan_response(query: PlanQuery) -> dict:
     import folder_paths
 
     from .. import device_utils
-    from ..distorch.gguf_tables import GGUFError, GGUFUnavailable, read_table
-    from ..distorch.modules import header_tensors, modules_from_tensors
-    from ..distorch.planner import Plan
-    from ..distorch.split import requested_bytes, split_request, slot_device
-    from ..distorch.split_model import WEIGHT_DTYPE_BYTES, compute_room, explain_plan, plan_for
+    from ..distorch.logic.gguf_tables import GGUFError, GGUFUnavailable, read_table
+    from ..distorch.logic.module_sizes import header_tensors, modules_from_tensors
+    from ..distorch.logic.planner import Plan
+    from ..distorch.logic.split_request import requested_bytes, split_request, slot_device
+    from ..distorch.host.split_loaded import WEIGHT_DTYPE_BYTES, compute_room, explain_plan, plan_for
 
     name, folder, weight_dtype = query.file, query.folder, query.weight_dtype
     path = diffusers_weights(name) if folder == "diffusers" else folder_paths.get_full_path(folder, name)

@@ -1,4 +1,4 @@
-"""Queue priorities and mode affinity on ComfyUI's own queue (distorch/queue_control.py), over HTTP:
+"""Queue priorities and mode affinity on ComfyUI's own queue (distorch/host/queue_control.py), over HTTP:
 
 - ``POST /prompt`` (and ``/api/prompt``) accepts ``"priority": "urgent" | "high" | "normal" | "low"``
   beside ``front``, or as ``extra_data.priority``; an unknown value is a 400 naming the allowed
@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from ..distorch.queue_control import QueueControl, affinity_from_environment, request_priority
-from ..distorch.scheduler import PriorityError, parse_priority
+from ..distorch.host.queue_control import QueueControl, affinity_from_environment, request_priority
+from ..distorch.logic.scheduler import PriorityError, parse_priority
 from . import add_on_prompt_handler
 from .http import BadRequest, guarded, read_body
 from .request_models import AffinityRequest

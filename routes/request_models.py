@@ -17,13 +17,13 @@ from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, StringC
 from .http import RequestModel, optional, refuse
 
 try:  # the pack: routes/ sits beside distorch/
-    from ..distorch.dtypes import WEIGHT_DTYPES
-    from ..distorch.queue_control import MAX_MAX_PASSES
-    from ..distorch.scheduler import RANKS, PriorityError, parse_priority
+    from ..distorch.logic.dtypes import WEIGHT_DTYPES
+    from ..distorch.host.queue_control import MAX_MAX_PASSES
+    from ..distorch.logic.scheduler import RANKS, PriorityError, parse_priority
 except ImportError:  # imported on its own (python -m routes.request_models; unit tests)
-    from distorch.dtypes import WEIGHT_DTYPES
-    from distorch.queue_control import MAX_MAX_PASSES
-    from distorch.scheduler import RANKS, PriorityError, parse_priority
+    from distorch.logic.dtypes import WEIGHT_DTYPES
+    from distorch.host.queue_control import MAX_MAX_PASSES
+    from distorch.logic.scheduler import RANKS, PriorityError, parse_priority
 
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
 SCHEMA_ID = "https://github.com/comfyui-distorch/comfyui-distorch/schemas/"

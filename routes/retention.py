@@ -10,7 +10,7 @@ import logging
 
 from aiohttp import web
 
-from ..distorch.retention import MAX_MODELS_ENV, RAM_PERCENT_ENV
+from ..distorch.logic.retention import MAX_MODELS_ENV, RAM_PERCENT_ENV
 from .http import BadRequest, guarded, read_body
 from .request_models import RetentionRequest
 

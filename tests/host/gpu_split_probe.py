@@ -45,9 +45,9 @@ def main() -> int:
     import torch
     import comfy.model_management as mm
 
-    apply = importlib.import_module("comfyui_distorch.distorch.apply")
-    split_module = importlib.import_module("comfyui_distorch.distorch.split")
-    placement = importlib.import_module("comfyui_distorch.distorch.placement")
+    apply = importlib.import_module("comfyui_distorch.distorch.host.split_patcher")
+    split_module = importlib.import_module("comfyui_distorch.distorch.logic.split_request")
+    placement = importlib.import_module("comfyui_distorch.distorch.logic.placement_record")
     transfers = pack.RUNTIME.pipeline.split_runtime.transfers
     unet = Path(unet_file(args.unet_depth)).name
     positive, negative = gpu_figures.synthetic_conditioning(torch, "sd15")

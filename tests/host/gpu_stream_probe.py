@@ -49,7 +49,7 @@ def main() -> int:
     import torch
     import comfy.model_management as mm
 
-    apply = importlib.import_module("comfyui_distorch.distorch.apply")
+    apply = importlib.import_module("comfyui_distorch.distorch.host.split_patcher")
     transfers = pack.RUNTIME.pipeline.split_runtime.transfers
     dit = Path(dit_file(args.dit_depth)).name
     positive, negative = gpu_figures.synthetic_conditioning(torch, "flux", args.context_tokens)

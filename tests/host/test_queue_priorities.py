@@ -14,7 +14,7 @@ import hostenv
 import queue_setup
 from comfy_host import ComfyHost
 from queue_setup import gate_prompt, hold, post, run_order
-from distorch.scheduler import NORMAL, Pending, replay, switches
+from distorch.logic.scheduler import NORMAL, Pending, replay, switches
 
 pytestmark = pytest.mark.host
 SCHEMA = json.loads((hostenv.REPO_ROOT / "schemas" / "distorch_queue.schema.json").read_text())

@@ -1,7 +1,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from distorch.allocation import UNITS, AllocationError, parse_allocation
+from distorch.logic.allocation import UNITS, AllocationError, parse_allocation
 
 AVAILABLE = ["cpu", "cuda:0", "cuda:1", "mps", "mlu:0", "directml:0"]
 GiB = 1024 ** 3

@@ -11,8 +11,8 @@ from decimal import Decimal
 
 from hypothesis import example, given, settings, strategies as st
 
-from distorch.allocation import UNITS, Allocation, AllocationError, parse_allocation
-from distorch.split import GIB, SplitRequest, split_request
+from distorch.logic.allocation import UNITS, Allocation, AllocationError, parse_allocation
+from distorch.logic.split_request import GIB, SplitRequest, split_request
 
 AVAILABLE = ["cpu", "cuda:0", "cuda:1", "xpu:0", "npu:0", "mlu:0", "directml:0", "mps"]
 # Names a user may write for them (case and the index-less forms the parser accepts).

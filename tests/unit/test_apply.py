@@ -60,8 +60,8 @@ def patcher_of(comfy_host, model):
 
 def split(comfy_host, patcher, virtual_gib=0.006, runtime=None):
     """(the split patcher, its plan): the split of ``patcher``'s model, built as a clone."""
-    from distorch.split import split_request
-    from distorch.split_model import SplitRuntime, split_loaded_model
+    from distorch.logic.split_request import split_request
+    from distorch.host.split_loaded import SplitRuntime, split_loaded_model
 
     request = split_request("cpu", ["cpu"], virtual_gib, "cpu", "")
     return split_loaded_model(patcher, request, "test", runtime or SplitRuntime())
@@ -77,7 +77,7 @@ def run(comfy_host, patcher):
 
 
 def test_modules_of_a_real_model_lists_host_units_with_kinds(comfy_host):
-    from distorch.modules import modules_of
+    from distorch.logic.module_sizes import modules_of
 
     modules = {m.name: m for m in modules_of(tiny_model(comfy_host))}
     assert list(modules)[:3] == ["embed", "norm", "inp"]
@@ -88,7 +88,7 @@ def test_modules_of_a_real_model_lists_host_units_with_kinds(comfy_host):
 
 
 def test_split_runs_offloaded_layers_through_the_host_cast_and_matches(comfy_host):
-    from distorch.apply import PLACED_MARK, DisTorchModelPatcher
+    from distorch.host.split_patcher import PLACED_MARK, DisTorchModelPatcher
 
     expected = run(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host)))
     patcher = patcher_of(comfy_host, tiny_model(comfy_host))
@@ -115,8 +115,8 @@ def test_host_asks_room_for_the_compute_share_only(comfy_host):
     that must be the compute device's share, or the host evicts other models for bytes that live
     on the donor. (On a CPU host load_models_gpu frees nothing, so the host's own LoadedModel
     answers are checked; the plan is moved onto a 'cuda:1' donor, which needs no load to count.)"""
-    from distorch.apply import SPLIT_KEY, SplitPlacement
-    from distorch.planner import Plan
+    from distorch.host.split_patcher import SPLIT_KEY, SplitLayout
+    from distorch.logic.planner import Plan
 
     patcher = patcher_of(comfy_host, tiny_model(comfy_host))
     whole = patcher.model_size()
@@ -127,7 +127,7 @@ def test_host_asks_room_for_the_compute_share_only(comfy_host):
     assert comfy_host.mm.LoadedModel(patcher).model_memory_required(torch.device("cpu")) == whole
     elsewhere = Plan("cpu", {name: "cpu" if slot == "cpu" else "cuda:1" for name, slot in plan.assignment.items()},
                      {"cpu": compute_share, "cuda:1": donor_share}, plan.reserve_bytes)
-    patcher.attachments[SPLIT_KEY] = SplitPlacement.from_plan(elsewhere, "test")
+    patcher.attachments[SPLIT_KEY] = SplitLayout.from_plan(elsewhere, "test")
     assert comfy_host.mm.LoadedModel(patcher).model_memory_required(torch.device("cpu")) == compute_share
     # RAM use and clones still count the whole model; a clone asks for the same share.
     clone = patcher.clone()
@@ -195,7 +195,7 @@ def test_patches_on_offloaded_layers_are_the_hosts_lowvram_patches(comfy_host, d
 
 
 def test_three_split_models_are_evicted_and_freed_like_core_models(comfy_host):
-    from distorch.apply import PLACED_MARK
+    from distorch.host.split_patcher import PLACED_MARK
 
     mm = comfy_host.mm
     patchers = [split(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host, seed))).patcher for seed in range(3)]
@@ -231,8 +231,8 @@ def test_partial_unload_by_the_host_only_touches_compute_modules(comfy_host):
 
 
 def test_dynamic_vram_is_detected_and_refused_with_one_clear_message(comfy_host, monkeypatch, caplog):
-    from distorch import dynamic_vram
-    from distorch.apply import SplitUnsupported, apply_split
+    from distorch.host import dynamic_vram
+    from distorch.host.split_patcher import SplitUnsupported, apply_split
 
     mp = comfy_host.mp
     assert not dynamic_vram.host_uses_dynamic_vram(mp)  # 0.3.75 has no DynamicVRAM
@@ -248,7 +248,7 @@ def test_dynamic_vram_is_detected_and_refused_with_one_clear_message(comfy_host,
 
     monkeypatch.setattr(mp, "ModelPatcherDynamic", ModelPatcherDynamic, raising=False)
     monkeypatch.setattr(mp, "CoreModelPatcher", ModelPatcherDynamic, raising=False)
-    from distorch.split_model import SplitRuntime
+    from distorch.host.split_loaded import SplitRuntime
 
     cpu = torch.device("cpu")
     dynamic = ModelPatcherDynamic(tiny_model(comfy_host), load_device=cpu, offload_device=cpu)
@@ -272,7 +272,7 @@ def test_dynamic_vram_model_is_split_through_the_hosts_plain_copy(comfy_host, pa
     rebuilds the model from its file (cached_patcher_init) as a plain ModelPatcher; the loaders split
     that copy. 0.3.75 has no DynamicVRAM: the stand-in below reproduces only that documented contract."""
     mp = comfy_host.mp
-    apply, placement = (pack_module(n) for n in ("distorch.apply", "distorch.placement"))
+    apply, placement = (pack_module(n) for n in ("distorch.host.split_patcher", "distorch.logic.placement_record"))
     cpu = torch.device("cpu")
     built = []
 
@@ -304,7 +304,7 @@ def test_dynamic_vram_model_is_split_through_the_hosts_plain_copy(comfy_host, pa
     monkeypatch.setattr(mp, "CoreModelPatcher", ModelPatcherDynamic, raising=False)
     expected = run(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host, 3)))
     dynamic = load_from_file(3)
-    pipeline = pack_module("distorch.pipeline")
+    pipeline = pack_module("distorch.host.load_pipeline")
     part = pipeline.part_request("unet", "cpu", split=(0.006, "cpu", ""))
     pipeline.record(dynamic, pipeline.build_request("DisTorchUNETLoader", "tiny.safetensors", False, [part]), part)
     result = pipeline.LoadPipeline().split(dynamic, "unet", part, "test")
@@ -328,7 +328,7 @@ def test_a_copy_retargeted_to_another_device_runs_unsplit(comfy_host, caplog):
     """Newer ComfyUI copies a model to other GPUs itself (deepclone_multigpu, then
     match_multigpu_clones re-cloning it before every sampling run, and its device-select nodes):
     each is a clone() with another load_device. The plan is for its own device only."""
-    from distorch.apply import split_of
+    from distorch.host.split_patcher import split_of
 
     patcher, _ = split(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host)))
     copy = patcher.clone()
@@ -344,19 +344,19 @@ def test_a_copy_retargeted_to_another_device_runs_unsplit(comfy_host, caplog):
 
 def test_a_donor_slot_on_the_compute_device_counts_toward_its_memory():
     """'cuda:0 (donor)' modules stay on cuda:0: the host must make room for them there."""
-    from distorch.apply import SplitPlacement
-    from distorch.planner import ModuleInfo, plan_placement
+    from distorch.host.split_patcher import SplitLayout
+    from distorch.logic.planner import ModuleInfo, plan_placement
 
     modules = [ModuleInfo(f"block.{i}", 10 * MiB) for i in range(6)]
     plan = plan_placement(modules, "cuda:0", {"cuda:0": 25 * MiB, "cuda:0 (donor)": 50 * MiB, "cpu": 100 * MiB})
     assert plan.device_bytes == {"cuda:0": 10 * MiB, "cuda:0 (donor)": 50 * MiB}
-    assert SplitPlacement.from_plan(plan, "test").offloaded_bytes == 0
+    assert SplitLayout.from_plan(plan, "test").offloaded_bytes == 0
     plan = plan_placement(modules, "cuda:0", {"cuda:0": 25 * MiB, "cuda:0 (donor)": 20 * MiB, "cpu": 100 * MiB})
-    assert SplitPlacement.from_plan(plan, "test").offloaded_bytes == plan.device_bytes["cpu"] == 30 * MiB
+    assert SplitLayout.from_plan(plan, "test").offloaded_bytes == plan.device_bytes["cpu"] == 30 * MiB
 
 
 def test_layers_in_flight_follow_the_hosts_offload_streams(comfy_host, monkeypatch):
-    from distorch.split_model import layers_in_flight
+    from distorch.host.split_loaded import layers_in_flight
 
     monkeypatch.setattr(comfy_host.mm, "NUM_STREAMS", 2)
     assert (layers_in_flight("cuda:0"), layers_in_flight("cpu")) == (3, 1)
@@ -375,7 +375,7 @@ def test_split_load_sets_the_hosts_cast_flag_and_offload_room(comfy_host):
 
 
 def test_tiny_module_threshold_can_be_tuned_by_environment(comfy_host, monkeypatch, caplog):
-    from distorch.split_model import tiny_bytes
+    from distorch.host.split_loaded import tiny_bytes
 
     monkeypatch.delenv("DISTORCH_TINY_BYTES", raising=False)
     assert tiny_bytes() == MiB
@@ -393,7 +393,7 @@ def host_state(comfy_host, patcher):
     """What a failed split must leave as it was: the patcher's class and attachments, its model's
     weights (values, devices, storage), per-layer marks and load accounting, and the host's list of
     loaded models."""
-    from distorch.apply import PLACED_MARK
+    from distorch.host.split_patcher import PLACED_MARK
 
     model = patcher.model
     return {
@@ -431,8 +431,8 @@ def preloaded(comfy_host, seed=0):
 
 
 def test_a_failed_plan_changes_nothing(comfy_host, monkeypatch):
-    from distorch import split_model
-    from distorch.planner import PlanError
+    from distorch.host import split_loaded as split_model
+    from distorch.logic.planner import PlanError
 
     def failing_plan(*args, **kwargs):
         raise PlanError("injected planning failure")
@@ -449,7 +449,7 @@ def test_a_failed_plan_changes_nothing(comfy_host, monkeypatch):
 def test_a_failed_release_of_the_hosts_load_changes_nothing(comfy_host, monkeypatch, halfway):
     """The host loaded the model while building it; its unload fails, at once or after the host
     already unpatched and moved the weights: the entry stays, the model is loaded as it was."""
-    from distorch.apply import ReleaseFailed
+    from distorch.host.split_patcher import ReleaseFailed
 
     mp = comfy_host.mp
     original = preloaded(comfy_host)
@@ -478,7 +478,7 @@ def test_a_failed_module_move_leaves_the_model_and_the_host_as_before_the_load(c
     """The split's own load fails while moving offloaded modules (after some were placed): the
     modules placed go back, unmarked, the host's accounting is as before the load, and the original
     patcher is untouched; the next load places everything and runs."""
-    from distorch.apply import PLACED_MARK, DisTorchModelPatcher
+    from distorch.host.split_patcher import PLACED_MARK, DisTorchModelPatcher
 
     original = patcher_of(comfy_host, tiny_model(comfy_host))
     expected = run(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host)))
@@ -510,15 +510,15 @@ def test_a_preloaded_clip_gets_the_split_clone_and_its_original_is_released(comf
     class."""
     import comfy.sd
 
-    apply = pack_module("distorch.apply")
-    split_model = pack_module("distorch.split_model")
+    apply = pack_module("distorch.host.split_patcher")
+    split_model = pack_module("distorch.host.split_loaded")
     expected = run(comfy_host, patcher_of(comfy_host, tiny_model(comfy_host)))
     comfy_host.mm.unload_all_models()
     original = patcher_of(comfy_host, tiny_model(comfy_host))
     comfy_host.mm.load_models_gpu([original])
     clip = comfy.sd.CLIP(no_init=True)  # the host's CLIP, as CLIP.clone() builds it
     clip.patcher = original
-    pipeline = pack_module("distorch.pipeline")
+    pipeline = pack_module("distorch.host.load_pipeline")
     part = pipeline.part_request("clip", "cpu", split=(0.006, "cpu", ""))
     result = pipeline.LoadPipeline(split_model.SplitRuntime()).split(clip, "clip", part, "test")
     assert result is clip and type(clip.patcher) is apply.DisTorchModelPatcher
@@ -530,7 +530,7 @@ def test_a_preloaded_clip_gets_the_split_clone_and_its_original_is_released(comf
 def test_release_drops_the_entry_it_unloaded_found_by_identity(comfy_host, monkeypatch):
     """The host's unload may edit current_loaded_models (its clean-up of dead models): the entry
     removed is the one unloaded, wherever it is by then."""
-    from distorch.apply import release_if_loaded
+    from distorch.host.split_patcher import release_if_loaded
 
     mm = comfy_host.mm
     first, second = preloaded(comfy_host, 1), preloaded(comfy_host, 2)
@@ -551,10 +551,10 @@ def test_one_load_parses_its_allocation_once_and_plans_the_loaded_model_once(com
     """A load through the pipeline: the allocation string is parsed once (part_request), bound to
     the compute device without parsing again, planned once for the loaded model, and the budgets
     for that plan are worked out once (the log's explanation reads them from the plan)."""
-    allocation = pack_module("distorch.allocation")
-    split = pack_module("distorch.split")
-    split_model = pack_module("distorch.split_model")
-    pipeline = pack_module("distorch.pipeline")
+    allocation = pack_module("distorch.logic.allocation")
+    split = pack_module("distorch.logic.split_request")
+    split_model = pack_module("distorch.host.split_loaded")
+    pipeline = pack_module("distorch.host.load_pipeline")
     counts = {"parse": 0, "plan": 0, "budgets": 0}
 
     def counting(name, function):

@@ -1,4 +1,4 @@
-"""distorch.assets: what a diffusers folder needs before any weight is read, where it came from,
+"""distorch.host.assets: what a diffusers folder needs before any weight is read, where it came from,
 offline-strict failures, and fetching the missing config files from a local Hub imitation
 (tests/host/hub_server.py) that answers slowly, fails, or drops the connection mid-file."""
 from __future__ import annotations
@@ -36,7 +36,7 @@ FAST = {"timeout": (2.0, 2.0), "backoff": (0.02, 0.1)}
 
 @pytest.fixture(scope="module")
 def assets(pack_module):
-    return pack_module("distorch.assets")
+    return pack_module("distorch.host.assets")
 
 
 @pytest.fixture

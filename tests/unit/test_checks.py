@@ -2,7 +2,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from distorch.checks import explain_load_failure, guess_kind, read_keys
+from distorch.logic.load_failure import explain_load_failure, guess_kind, read_keys
 
 
 @pytest.mark.parametrize("keys, kind", [

@@ -8,8 +8,8 @@ def test_loader_models_carry_the_wrapper_and_it_calls_through_off_cuda(mm, pack_
     import comfy.model_patcher
     import comfy.patcher_extension as patcher_extension
 
-    pipeline = pack_module("distorch.pipeline")
-    context = pack_module("distorch.device_context")
+    pipeline = pack_module("distorch.host.load_pipeline")
+    context = pack_module("distorch.host.device_context")
     patcher = comfy.model_patcher.ModelPatcher(torch.nn.Linear(4, 4), load_device=torch.device("cpu"),
                                                offload_device=torch.device("cpu"))
     part = pipeline.part_request("unet", "cpu")
@@ -31,7 +31,7 @@ def test_loader_models_carry_the_wrapper_and_it_calls_through_off_cuda(mm, pack_
 def test_the_inputs_gpu_is_current_inside_the_step(pack_module):
     if torch.cuda.device_count() < 2:
         pytest.skip("needs two CUDA GPUs")
-    context = pack_module("distorch.device_context")
+    context = pack_module("distorch.host.device_context")
     seen = []
     torch.cuda.set_device(0)
     x = torch.ones(2, device="cuda:1")
@@ -52,8 +52,8 @@ def test_a_sampling_run_goes_through_the_wrapper(mm, pack_module, monkeypatch):
     import comfy.sd
     import nodes
 
-    context = pack_module("distorch.device_context")
-    pipeline = pack_module("distorch.pipeline")
+    context = pack_module("distorch.host.device_context")
+    pipeline = pack_module("distorch.host.load_pipeline")
     seen = []
     original = context.run_on_input_device
     monkeypatch.setattr(context, "run_on_input_device",

@@ -1,7 +1,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from distorch.devices import DeviceNameError, canonical_device, device_names
+from distorch.logic.devices import DeviceNameError, canonical_device, device_names
 
 
 def test_names_for_every_backend():

@@ -1,10 +1,10 @@
-"""Reading a diffusers-format folder before any weight (distorch/diffusers_folder.py), on small
+"""Reading a diffusers-format folder before any weight (distorch/host/diffusers_folder.py), on small
 fixture folders."""
 import json
 
 import pytest
 
-from distorch.diffusers_folder import FolderError, read_layout
+from distorch.host.diffusers_folder import FolderError, read_layout
 
 SD = {"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
       "vae": ["diffusers", "AutoencoderKL"], "text_encoder": ["transformers", "CLIPTextModel"],

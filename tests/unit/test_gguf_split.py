@@ -48,8 +48,8 @@ def nothing_loaded_after(mm, monkeypatch):
 
 
 def split(patcher, virtual_gib=0.016):
-    from distorch.split import split_request
-    from distorch.split_model import SplitRuntime, split_loaded_model
+    from distorch.logic.split_request import split_request
+    from distorch.host.split_loaded import SplitRuntime, split_loaded_model
 
     return split_loaded_model(patcher, split_request("cpu", ["cpu"], virtual_gib, "cpu", ""), "test", SplitRuntime())
 
@@ -74,7 +74,7 @@ def with_lora(patcher, models, strength=0.8):
 
 
 def test_a_gguf_split_gives_the_unsplit_output_with_donor_weights_still_quantized(mm, load_gguf, comfyui_gguf):
-    from distorch.apply import PLACED_MARK, DisTorchModelPatcher
+    from distorch.host.split_patcher import PLACED_MARK, DisTorchModelPatcher
 
     plain = load_gguf()
     expected = denoise(mm, plain)
@@ -111,8 +111,8 @@ def test_the_plan_of_the_loaded_gguf_model_is_the_preview_from_its_file(load_ggu
     quantized tensor and are not Linear are loaded into the host's own parameters, at the model's
     dtype (fp32 on this CPU host: twice the file's F16); the largest quantized layer also counts an
     fp16 buffer for dequantizing it."""
-    from distorch.gguf_tables import read_table
-    from distorch.modules import modules_of
+    from distorch.logic.gguf_tables import read_table
+    from distorch.logic.module_sizes import modules_of
 
     patcher = load_gguf()
     table = read_table(models / "diffusion_models" / UNET_Q8)
@@ -137,7 +137,7 @@ def test_the_plan_of_the_loaded_gguf_model_is_the_preview_from_its_file(load_ggu
 
 
 def test_clones_stay_split_and_a_lora_on_a_split_gguf_model_matches_unsplit(mm, load_gguf, models):
-    from distorch.apply import DisTorchModelPatcher, split_of
+    from distorch.host.split_patcher import DisTorchModelPatcher, split_of
 
     expected = denoise(mm, with_lora(load_gguf(), models))
     mm.unload_all_models()

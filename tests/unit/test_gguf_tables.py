@@ -1,4 +1,4 @@
-"""Tensor tables of .gguf files for the planner, read from the header only (distorch/gguf_tables.py),
+"""Tensor tables of .gguf files for the planner, read from the header only (distorch/logic/gguf_tables.py),
 on files written the way ComfyUI-GGUF's tools write them (tools/make_gguf.py)."""
 import io
 import os
@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import make_gguf
-from distorch.gguf_tables import GGUFError, read_table
-from distorch.modules import file_modules
-from distorch.planner import ModuleInfo
+from distorch.logic.gguf_tables import GGUFError, read_table
+from distorch.logic.module_sizes import file_modules
+from distorch.logic.planner import ModuleInfo
 
 GiB = 2**30
 

@@ -64,7 +64,7 @@ def test_a_profile_without_copies_has_no_overlap_fraction():
 
 def test_planned_bytes_fold_donor_slots_into_their_device():
     plan = types.SimpleNamespace(device_bytes={"cuda:0": 10, "cuda:0 (donor)": 5, "cpu": 7, "cuda:1": 0})
-    slot_device = lambda slot: slot.removesuffix(" (donor)")  # noqa: E731 (distorch/split.py's rule)
+    slot_device = lambda slot: slot.removesuffix(" (donor)")  # noqa: E731 (distorch/logic/split_request.py's rule)
     assert gpu_figures.planned_bytes_by_device(plan, slot_device) == {"cuda:0": 15, "cpu": 7}
 
 

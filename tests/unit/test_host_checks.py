@@ -24,8 +24,8 @@ def linear_model(host):
 
 
 def split_with(runtime, host):
-    from distorch.split import split_request
-    from distorch.split_model import split_loaded_model
+    from distorch.logic.split_request import split_request
+    from distorch.host.split_loaded import split_loaded_model
 
     cpu = torch.device("cpu")
     patcher = host[0].ModelPatcher(linear_model(host), load_device=cpu, offload_device=cpu)
@@ -34,8 +34,9 @@ def split_with(runtime, host):
 
 
 def test_the_test_host_passes_and_the_result_is_kept(host, monkeypatch):
-    from distorch import host_checks, split_model
-    from distorch.apply import DisTorchModelPatcher
+    from distorch.host import internals_check as host_checks
+    from distorch.host import split_loaded as split_model
+    from distorch.host.split_patcher import DisTorchModelPatcher
 
     report = host_checks.check_host()
     assert report.ok, report.summary()
@@ -56,8 +57,8 @@ def reordered_load_list(original):
 
 
 def test_another_load_list_layout_fails_and_the_model_runs_unsplit_with_one_warning(host, monkeypatch, caplog):
-    from distorch import host_checks
-    from distorch.split_model import SplitRuntime
+    from distorch.host import internals_check as host_checks
+    from distorch.host.split_loaded import SplitRuntime
 
     model_patcher = host[0]
     monkeypatch.setattr(model_patcher.ModelPatcher, "_load_list",
@@ -76,7 +77,7 @@ def test_another_load_list_layout_fails_and_the_model_runs_unsplit_with_one_warn
 
 @pytest.mark.parametrize("missing", ["LowVramPatch", "wipe_lowvram_weight", "get_key_weight"])
 def test_a_missing_host_function_is_named(host, monkeypatch, missing):
-    from distorch import host_checks
+    from distorch.host import internals_check as host_checks
 
     monkeypatch.delattr(host[0], missing)
     report = host_checks.check_host()
@@ -84,7 +85,7 @@ def test_a_missing_host_function_is_named(host, monkeypatch, missing):
 
 
 def test_a_changed_lowvram_patch_is_named(host, monkeypatch):
-    from distorch import host_checks
+    from distorch.host import internals_check as host_checks
 
     class LowVramPatch:  # a newer signature the split does not know
         def __init__(self, key, patches, convert_func, set_func, extra):
@@ -96,6 +97,6 @@ def test_a_changed_lowvram_patch_is_named(host, monkeypatch):
 
 
 def test_the_runtime_keeps_the_check_made_at_registration(host, pack_module):
-    runtime = pack_module("distorch.runtime").Runtime()
+    runtime = pack_module("distorch.host.runtime").Runtime()
     report = runtime.pipeline.split_runtime.host_report()
     assert report.ok and runtime.pipeline.split_runtime.host_report() is report  # made once, kept

@@ -53,13 +53,13 @@ def test_an_engine_module_importing_a_node_module_breaks_the_contract(linked_pac
     copy = tmp_path / "pack"
     shutil.copytree(hostenv.REPO_ROOT, copy, ignore=shutil.ignore_patterns(".git", "tests", "docs", "bench",
                                                                            "*.png", "node_modules"))
-    planner = copy / "distorch" / "planner.py"
-    planner.write_text(planner.read_text() + "\n\ndef _sneaky():\n    from ..nodes import loaders  # noqa\n")
+    planner = copy / "distorch" / "logic" / "planner.py"
+    planner.write_text(planner.read_text() + "\n\ndef _sneaky():\n    from ...nodes import loaders  # noqa\n")
     result = run_contracts(linked_pack(copy), copy / "pyproject.toml")
     assert result.returncode != 0, result.stdout
     assert "The engine (distorch/) imports nothing above it BROKEN" in result.stdout
     assert "comfyui_distorch.distorch is not allowed to import comfyui_distorch.nodes" in result.stdout
-    assert "comfyui_distorch.distorch.planner is not allowed to import torch" in result.stdout  # pure: through nodes/
+    assert "comfyui_distorch.distorch.logic is not allowed to import torch" in result.stdout  # pure: through nodes/
 
 
 # ---- module-level state ------------------------------------------------------------------------

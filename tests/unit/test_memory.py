@@ -1,4 +1,4 @@
-"""The memory picture's rules (distorch/memory.py), with injected readings."""
+"""The memory picture's rules (distorch/logic/memory_report.py), with injected readings."""
 import json
 from pathlib import Path
 
@@ -6,7 +6,7 @@ import jsonschema
 import pytest
 from hypothesis import given, strategies as st
 
-from distorch.memory import (GIB, DeviceMemory, ModelMemory, OffloadSettings, RamReading, Thresholds, VramState,
+from distorch.logic.memory_report import (GIB, DeviceMemory, ModelMemory, OffloadSettings, RamReading, Thresholds, VramState,
                              change_line, fingerprint, memory_warnings, report_document, snapshot_line,
                              vram_state)
 

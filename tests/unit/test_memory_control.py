@@ -28,7 +28,7 @@ def queue(mm):
 @pytest.fixture
 def control(mm, pack_module, queue):
     patches = pack_module("model_management_mgpu")
-    registry = pack_module("distorch.patch_registry").PatchRegistry()
+    registry = pack_module("distorch.logic.patch_registry").PatchRegistry()
     original_unload = mm.unload_all_models
     original_get_flags = queue.get_flags
     report = patches.install(registry, mm, queue=queue)
@@ -58,13 +58,13 @@ def make_model(mm, pack_module, control):
     record is what says a model is kept. Tests that retain a model themselves pass False."""
     import comfy.model_patcher
 
-    placement = pack_module("distorch.placement")
+    placement = pack_module("distorch.logic.placement_record")
 
     def make(name, keep_loaded=None, size=256):
         patcher = comfy.model_patcher.ModelPatcher(torch.nn.Linear(size, size), load_device=torch.device("cpu"),
                                                    offload_device=torch.device("cpu"))
         if keep_loaded is not None:
-            placement.attach(patcher, placement.ModelPlacement("DisTorchUNETLoader", "unet", "cpu", "cpu", name))
+            placement.attach(patcher, placement.PlacementRecord("DisTorchUNETLoader", "unet", "cpu", "cpu", name))
         mm.load_models_gpu([patcher])
         if keep_loaded:
             control.retain((name,), (patcher,))
@@ -292,7 +292,7 @@ def test_a_shared_load_stays_while_another_node_holds_it(mm, control, make_model
 
 
 def test_the_budget_releases_least_recently_used_first(mm, control, make_model, pack_module, caplog):
-    retention = pack_module("distorch.retention")
+    retention = pack_module("distorch.logic.retention")
     control.set_budget(retention.RetentionBudget(2, 100.0, "settings"))
     models = [make_model(f"m{i}.safetensors", keep_loaded=False) for i in range(3)]
     control.retain(("m0",), (models[0],))
@@ -310,7 +310,7 @@ def test_the_budget_releases_least_recently_used_first(mm, control, make_model, 
 
 
 def test_the_budget_counts_bytes_and_other_holders(mm, control, make_model, pack_module, monkeypatch):
-    retention = pack_module("distorch.retention")
+    retention = pack_module("distorch.logic.retention")
     patches = pack_module("model_management_mgpu")
     one = 512 * 512 * 4 + 512 * 4  # a Linear(512, 512) in fp32
     monkeypatch.setattr(patches, "_ram_total", lambda: 100 * one)
@@ -332,7 +332,7 @@ def test_the_queue_watcher_is_removable_and_only_on_that_queue(mm, pack_module, 
     import execution
 
     patches = pack_module("model_management_mgpu")
-    registry = pack_module("distorch.patch_registry").PatchRegistry()
+    registry = pack_module("distorch.logic.patch_registry").PatchRegistry()
     other = execution.PromptQueue(_Server())
     control = patches.MemoryControl(mm)
     assert patches.watch_free_requests(registry, queue, control) is None

@@ -17,8 +17,8 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from distorch.allocation import AllocationError, parse_allocation
-from distorch.devices import DeviceNameError, canonical_device
+from distorch.logic.allocation import AllocationError, parse_allocation
+from distorch.logic.devices import DeviceNameError, canonical_device
 from modes.detection import shape_only_state_dict
 from modes.header import BaseModel, HeaderError, lora_context_dim, read_header
 from modes.paths import Roots

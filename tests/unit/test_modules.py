@@ -2,8 +2,8 @@
 import torch
 from safetensors.torch import save_file
 
-from distorch.modules import header_tensors, kind_from_name, modules_from_tensors
-from distorch.planner import ModuleInfo, compute_floor
+from distorch.logic.module_sizes import header_tensors, kind_from_name, modules_from_tensors
+from distorch.logic.planner import ModuleInfo, compute_floor
 
 MiB = 2**20
 
@@ -47,9 +47,9 @@ def test_compute_floor_counts_pinned_modules_and_the_largest_movable_one():
 
 
 def test_modes_reads_the_one_dtype_table():
-    """modes/ keeps no dtype table of its own: its header reader and its schema use distorch/dtypes.py
+    """modes/ keeps no dtype table of its own: its header reader and its schema use distorch/logic/dtypes.py
     (also when modes/ is imported on its own, as these tests do)."""
-    from distorch import dtypes
+    from distorch.logic import dtypes
     from modes import detection, header, schema
 
     assert schema.WEIGHT_DTYPES == tuple(dtypes.WEIGHT_DTYPES)

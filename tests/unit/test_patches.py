@@ -10,7 +10,7 @@ import torch
 
 @pytest.fixture
 def registry(pack_module):
-    return pack_module("distorch.patch_registry").PatchRegistry()
+    return pack_module("distorch.logic.patch_registry").PatchRegistry()
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def patches(mm, pack_module, registry):
     originals = {name: getattr(mm, name) for name in targets}
     module = types.SimpleNamespace(
         install=lambda host, **kw: model_management_mgpu.install(registry, host, **kw),
-        device_override=pack_module("distorch.device_choice").device_override,
+        device_override=pack_module("distorch.logic.device_choice").device_override,
         DEVICE_OVERRIDE_TARGETS=model_management_mgpu.DEVICE_OVERRIDE_TARGETS)
     yield module
     registry.uninstall()
@@ -85,7 +85,7 @@ def test_with_nobody_else_every_host_attribute_is_the_original_object_again(mm, 
             pass
 
     patches = pack_module("model_management_mgpu")
-    queue_control = pack_module("distorch.queue_control")
+    queue_control = pack_module("distorch.host.queue_control")
     queue = execution.PromptQueue(_Server())
     names = (*patches.DEVICE_OVERRIDE_TARGETS, *patches.MEMORY_CONTROL_TARGETS)
     before = {name: getattr(mm, name) for name in names}
@@ -155,13 +155,13 @@ def test_switch_off_by_environment(mm, patches, monkeypatch):
 def test_placement_travels_with_model_patcher_clones(mm, pack_module):
     import comfy.model_patcher
 
-    placement_module = pack_module("distorch.placement")
-    ModelPlacement, attach, placement_of = (placement_module.ModelPlacement, placement_module.attach,
+    placement_module = pack_module("distorch.logic.placement_record")
+    PlacementRecord, attach, placement_of = (placement_module.PlacementRecord, placement_module.attach,
                                             placement_module.placement_of)
 
     patcher = comfy.model_patcher.ModelPatcher(torch.nn.Linear(2, 2), load_device=torch.device("cpu"),
                                                offload_device=torch.device("cpu"))
-    placement = ModelPlacement("DisTorchUNETLoader", "unet", "cpu", "cpu", "x.safetensors")
+    placement = PlacementRecord("DisTorchUNETLoader", "unet", "cpu", "cpu", "x.safetensors")
     attach(patcher, placement)
     clone = patcher.clone()
     assert placement_of(clone) is placement

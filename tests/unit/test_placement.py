@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from distorch.placement import ATTACHMENT_KEY, ModelPlacement, attach, placement_of
+from distorch.logic.placement_record import ATTACHMENT_KEY, PlacementRecord, attach, placement_of
 
 
 class PatcherLike:
@@ -12,7 +12,7 @@ class PatcherLike:
         self.attachments = {}
 
 
-PLACEMENT = ModelPlacement(loader="DisTorchUNETLoader", component="unet", compute_device="cpu",
+PLACEMENT = PlacementRecord(loader="DisTorchUNETLoader", component="unet", compute_device="cpu",
                            requested_device="default", source="x.safetensors")
 
 

@@ -1,7 +1,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from distorch.planner import ModuleInfo, PlanError, plan_placement
+from distorch.logic.planner import ModuleInfo, PlanError, plan_placement
 
 MiB = 2**20
 

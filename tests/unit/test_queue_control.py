@@ -1,4 +1,4 @@
-"""distorch/queue_control.py on ComfyUI's real PromptQueue (in-process): priorities become queue
+"""distorch/host/queue_control.py on ComfyUI's real PromptQueue (in-process): priorities become queue
 numbers through the on_prompt handler, affinity reorders just before the worker pops, and every
 wrapper comes off again."""
 import threading
@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from distorch.patch_registry import PatchRegistry
-from distorch.queue_control import QueueControl, affinity_from_environment, prompt_mode
+from distorch.logic.patch_registry import PatchRegistry
+from distorch.host.queue_control import QueueControl, affinity_from_environment, prompt_mode
 
 
 class _Server:

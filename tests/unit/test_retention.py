@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 @pytest.fixture(scope="module")
 def retention(pack_module):
-    return pack_module("distorch.retention")
+    return pack_module("distorch.logic.retention")
 
 
 def test_least_recently_used_go_first(retention):

@@ -1,10 +1,10 @@
-"""The queue scheduler (distorch/scheduler.py): priorities as host queue numbers, and mode
+"""The queue scheduler (distorch/logic/scheduler.py): priorities as host queue numbers, and mode
 affinity with its bound, on small fixtures and random queues."""
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from distorch.scheduler import (NORMAL, RANKS, Pending, PriorityError, next_to_run, parse_priority,
+from distorch.logic.scheduler import (NORMAL, RANKS, Pending, PriorityError, next_to_run, parse_priority,
                                 queue_number, rank_of_number, replay, switches)
 
 

@@ -1,6 +1,6 @@
 """The preview's "why" line: why the compute device keeps another share than requested."""
-from distorch.planner import ModuleInfo, plan_placement
-from distorch.split import requested_bytes, share_explanation, split_request
+from distorch.logic.planner import ModuleInfo, plan_placement
+from distorch.logic.split_request import requested_bytes, share_explanation, split_request
 
 MIB = 2**20
 

@@ -1,9 +1,9 @@
 """Node inputs -> split request -> budgets (pure)."""
 import pytest
 
-from distorch.allocation import AllocationError
-from distorch.planner import ModuleInfo, compute_floor, plan_placement
-from distorch.split import donor_slot, slot_device, split_request
+from distorch.logic.allocation import AllocationError
+from distorch.logic.planner import ModuleInfo, compute_floor, plan_placement
+from distorch.logic.split_request import donor_slot, slot_device, split_request
 
 GiB, MiB = 2**30, 2**20
 AVAILABLE = ["cpu", "cuda:0", "cuda:1"]

@@ -3,7 +3,7 @@ streams off, recorded and restorable; on CUDA (marked gpu) it must pass."""
 import pytest
 import torch
 
-from distorch import streaming
+from distorch.host import transfer_checks as streaming
 
 
 def test_no_cuda_compute_needs_no_check(mm, monkeypatch):
@@ -35,9 +35,9 @@ def test_a_failed_stream_check_turns_streams_off_once_and_restore_brings_them_ba
 def test_the_planner_reads_num_streams_after_the_stream_check(mm, monkeypatch):
     """A failed check sets NUM_STREAMS to 0 before the plan reads it: room for one layer in flight,
     not NUM_STREAMS + 1."""
-    from distorch.planner import ModuleInfo
-    from distorch.split import split_request
-    from distorch.split_model import plan_for
+    from distorch.logic.planner import ModuleInfo
+    from distorch.logic.split_request import split_request
+    from distorch.host.split_loaded import plan_for
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(streaming, "stream_copy_works", lambda device: (False, "injected"))

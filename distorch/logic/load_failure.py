@@ -38,7 +38,7 @@ def guess_kind(keys: Iterable[str]) -> str | None:
 
 def read_keys(path: str) -> list[str]:
     """Tensor names from a safetensors header; raises ValueError naming the file if unreadable."""
-    from .modules import header_tensors
+    from .module_sizes import header_tensors
 
     try:
         return [name for name, _, _ in header_tensors(path)]

@@ -8,14 +8,12 @@ device (see planner.py); ``fixed`` is a module the host cannot cast per forward 
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from .dtypes import BYTES as DTYPE_BYTES
-from .planner import ModuleInfo
+from .gguf_tables import gguf_modules
+from .planner import ModuleInfo, kind_from_name
 
-_NORM = re.compile(r"(^|[._])(norm\d*|ln_\w+|layer_norm\d*|final_layer_norm|.*_norm)$", re.I)
-_EMBED = re.compile(r"(embed|embedding|wte|wpe)", re.I)
 
 
 def kind_of_module(module) -> str:
@@ -52,15 +50,6 @@ def modules_of(model) -> list[ModuleInfo]:
     """The planner's module list for a loaded torch model."""
     return [ModuleInfo(name, module_bytes(module), kind_of_module(module))
             for name, module in placeable_modules(model)]
-
-
-def kind_from_name(module_name: str) -> str:
-    last = module_name.rsplit(".", 1)[-1]
-    if _EMBED.search(last):
-        return "embedding"
-    if _NORM.search(last) or "norm" in last.lower():
-        return "norm"
-    return "layer"
 
 
 def modules_from_tensors(tensors: Iterable[tuple[str, str, tuple[int, ...]]], prefix: str = "",
@@ -100,7 +89,5 @@ def file_modules(path: str, prefix: str = "", bytes_per_element: int | None = No
     stores them, quantized; its names as ComfyUI-GGUF's loader gives them, so ``prefix`` and
     ``bytes_per_element`` do not apply)."""
     if str(path).lower().endswith(".gguf"):
-        from .gguf_tables import gguf_modules
-
         return gguf_modules(path)
     return modules_from_tensors(header_tensors(path), prefix, bytes_per_element)

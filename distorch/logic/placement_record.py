@@ -12,7 +12,7 @@ ATTACHMENT_KEY = "distorch.placement"
 
 
 @dataclass(frozen=True)
-class ModelPlacement:
+class PlacementRecord:
     loader: str            # node class that loaded it, e.g. "DisTorchUNETLoader"
     component: str         # "unet", "clip", "vae", "controlnet" or "clip_vision"
     compute_device: str    # the device it runs on, as torch names it ("cpu", "cuda:0")
@@ -20,7 +20,7 @@ class ModelPlacement:
     source: str            # file name as the user picked it
 
 
-def attach(patcher, placement: ModelPlacement) -> None:
+def attach(patcher, placement: PlacementRecord) -> None:
     """Record ``placement`` on a ModelPatcher (or anything with an ``attachments`` dict)."""
     attachments = getattr(patcher, "attachments", None)
     if attachments is None:
@@ -28,10 +28,10 @@ def attach(patcher, placement: ModelPlacement) -> None:
     attachments[ATTACHMENT_KEY] = placement
 
 
-def placement_of(patcher) -> ModelPlacement | None:
+def placement_of(patcher) -> PlacementRecord | None:
     attachments = getattr(patcher, "attachments", None) or {}
     found = attachments.get(ATTACHMENT_KEY)
-    return found if isinstance(found, ModelPlacement) else None
+    return found if isinstance(found, PlacementRecord) else None
 
 
 def whole_size(patcher) -> int:

@@ -15,9 +15,22 @@ Raises PlanError with the shortfall when the budgets cannot hold the model.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 PINNED_KINDS = frozenset({"embedding", "norm", "fixed"})
+_NORM = re.compile(r"(^|[._])(norm\d*|ln_\w+|layer_norm\d*|final_layer_norm|.*_norm)$", re.I)
+_EMBED = re.compile(r"(embed|embedding|wte|wpe)", re.I)
+
+
+def kind_from_name(module_name: str) -> str:
+    """A module's kind from its name alone (file headers): ``embedding``, ``norm`` or ``layer``."""
+    last = module_name.rsplit(".", 1)[-1]
+    if _EMBED.search(last):
+        return "embedding"
+    if _NORM.search(last) or "norm" in last.lower():
+        return "norm"
+    return "layer"
 DEFAULT_TINY_BYTES = 1 << 20
 
 

@@ -10,7 +10,7 @@ Nothing of the host's queue is replaced:
   order that really runs;
 - ``task_done`` is wrapped on the same object to count finished and failed prompts, and ``put``,
   ``delete_queue_item`` and ``wipe_queue`` to tell the websocket listeners.
-The decisions are ``distorch/scheduler.py`` (pure). Which modes are loaded, and the affinity
+The decisions are ``distorch/logic/scheduler.py`` (pure). Which modes are loaded, and the affinity
 bound, are asked of callables given at install: the engine does not import the modes package.
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-from .patch_registry import PatchRegistry
-from .scheduler import (NORMAL, RANKS, Pending, PriorityError, next_to_run, parse_priority, queue_number,
+from ..logic.patch_registry import PatchRegistry
+from ..logic.scheduler import (NORMAL, RANKS, Pending, PriorityError, next_to_run, parse_priority, queue_number,
                         rank_of_number, replay)
 
 log = logging.getLogger("distorch.queue")

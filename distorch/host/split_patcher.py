@@ -37,8 +37,8 @@ import comfy.model_patcher as model_patcher
 import torch
 
 from . import dynamic_vram
-from .planner import Plan
-from .split import slot_device
+from ..logic.planner import Plan
+from ..logic.split_request import slot_device
 
 log = logging.getLogger("distorch.apply")
 
@@ -51,7 +51,7 @@ class SplitUnsupported(RuntimeError):
 
 
 @dataclass(frozen=True)
-class SplitPlacement:
+class SplitLayout:
     plan: Plan
     request: str                                                  # the allocation, as the user gave it
     offloaded: dict[str, str] = field(default_factory=dict, hash=False)  # module -> donor device name
@@ -70,21 +70,21 @@ class SplitPlacement:
                    if slot_device(slot) != self.plan.compute_device)
 
     @classmethod
-    def from_plan(cls, plan: Plan, request: str) -> "SplitPlacement":
+    def from_plan(cls, plan: Plan, request: str) -> "SplitLayout":
         offloaded = {name: slot_device(slot) for name, slot in plan.assignment.items()
                      if slot != plan.compute_device}
         return cls(plan, request, offloaded)
 
 
-def split_of(patcher) -> SplitPlacement | None:
+def split_of(patcher) -> SplitLayout | None:
     found = (getattr(patcher, "attachments", None) or {}).get(SPLIT_KEY)
-    return found if isinstance(found, SplitPlacement) else None
+    return found if isinstance(found, SplitLayout) else None
 
 
 class DisTorchModelPatcher(model_patcher.ModelPatcher):
     """The host's ModelPatcher, keeping a plan's offloaded modules on their donor devices."""
 
-    def _distorch_split(self) -> SplitPlacement | None:
+    def _distorch_split(self) -> SplitLayout | None:
         split = split_of(self)
         if split is None or not split.offloaded:
             return None
@@ -134,7 +134,7 @@ class DisTorchModelPatcher(model_patcher.ModelPatcher):
         return result
 
     @classmethod
-    def split_copy(cls, patcher, split: SplitPlacement) -> "DisTorchModelPatcher":
+    def split_copy(cls, patcher, split: SplitLayout) -> "DisTorchModelPatcher":
         """A new split patcher over ``patcher``'s model, built by the host's own ``clone()`` (patches,
         attachments, wrappers and callbacks come along); ``patcher`` itself is not changed."""
         copy = patcher.clone()
@@ -170,7 +170,7 @@ class DisTorchModelPatcher(model_patcher.ModelPatcher):
         self.model.model_loaded_weight_memory += split.same_device_bytes
         return result
 
-    def _place_offloaded(self, split: SplitPlacement, compute, force_patch_weights: bool = False) -> None:
+    def _place_offloaded(self, split: SplitLayout, compute, force_patch_weights: bool = False) -> None:
         """Move the plan's offloaded modules to their donors and give them what the host's lowvram
         mode gives the modules it does not load. All or nothing: on a failure the modules placed by
         this call go back where they were, unmarked, and the error is raised."""
@@ -304,7 +304,7 @@ def check_splittable(patcher, notices: set | None = None) -> None:
             "to 0 and leave allocation empty for this model.")
 
 
-def apply_split(patcher, split: SplitPlacement) -> DisTorchModelPatcher:
+def apply_split(patcher, split: SplitLayout) -> DisTorchModelPatcher:
     """A split patcher for a freshly loaded model: validated, then built with ``clone()``, then the
     host's own load of ``patcher`` (made while building the model) released. Returns the new
     patcher; the caller uses it in place of ``patcher``. Raises, leaving ``patcher`` and the host's

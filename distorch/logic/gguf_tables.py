@@ -22,8 +22,7 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from .modules import kind_from_name
-from .planner import ModuleInfo
+from .planner import ModuleInfo, kind_from_name
 
 MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32

@@ -18,11 +18,11 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .checks import explain_load_failure
-from .device_choice import device_override
+from ..logic.load_failure import explain_load_failure
+from ..logic.device_choice import device_override
 from .device_context import add_device_context
-from .placement import ModelPlacement, attach
-from .split import SplitInputs, SplitRequest, parse_split_inputs
+from ..logic.placement_record import PlacementRecord, attach
+from ..logic.split_request import SplitInputs, SplitRequest, parse_split_inputs
 
 log = logging.getLogger("distorch.pipeline")
 
@@ -102,7 +102,7 @@ def part_request(component: str, device_value, device_input: str = "compute_devi
                  split: tuple | None = None, role: str = "") -> PartRequest:
     """Parse one part's inputs; raises ValueError naming the input that holds a bad value.
     ``split`` is (virtual_vram_gb, donor_device, allocation) for parts that can be split."""
-    from .. import device_utils
+    from ... import device_utils
 
     device = device_utils.resolve_device(device_value, device_input)
     compute = compute_name(device, role or component)
@@ -141,8 +141,8 @@ class LoadPipeline:
 
     def __post_init__(self):
         if self.split_runtime is None:
-            from .split_model import SplitRuntime
-            from .streaming import TransferChecks
+            from .split_loaded import SplitRuntime
+            from .transfer_checks import TransferChecks
 
             self.split_runtime = SplitRuntime(TransferChecks(self.registry),
                                               notices=self.notices if self.notices is not None else set())
@@ -163,8 +163,8 @@ class LoadPipeline:
         split_parts = [p for p in request.parts.values() if p.split is not None]
         if files is None or not split_parts:
             return
-        from .planner import PlanError
-        from .split_model import precheck_files
+        from ..logic.planner import PlanError
+        from .split_loaded import precheck_files
 
         paths = files.resolved()
         if any(path is None or not path.endswith((".safetensors", ".sft", ".gguf")) for path in paths):
@@ -199,8 +199,8 @@ class LoadPipeline:
         replaced, after everything else succeeded). On failure the loaded model is as it was, and
         this function's references to it are dropped before the error is raised (no exception chain
         keeps them), so it is freed with the node's outputs."""
-        from .apply import release_if_loaded
-        from .split_model import split_loaded_model
+        from .split_patcher import release_if_loaded
+        from .split_loaded import split_loaded_model
 
         runtime = self.split_runtime
         if runtime.split_blocked(label):  # before a DynamicVRAM copy reads the file again
@@ -265,8 +265,8 @@ def _retarget(part: PartRequest, patcher) -> SplitRequest:
     return part.split_inputs.request_for(str(patcher.load_device))
 
 
-def record(patcher, request: LoadRequest, part: PartRequest) -> ModelPlacement:
-    placement = ModelPlacement(loader=request.loader, component=part.component,
+def record(patcher, request: LoadRequest, part: PartRequest) -> PlacementRecord:
+    placement = PlacementRecord(loader=request.loader, component=part.component,
                                compute_device=str(patcher.load_device), requested_device=part.requested_device,
                                source=request.source)
     attach(patcher, placement)

@@ -16,9 +16,9 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from .. import device_utils
-from .patch_registry import PatchRegistry, UninstallReport
-from .pipeline import LoadPipeline
+from ... import device_utils
+from ..logic.patch_registry import PatchRegistry, UninstallReport
+from .load_pipeline import LoadPipeline
 
 log = logging.getLogger("distorch.runtime")
 

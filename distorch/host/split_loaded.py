@@ -11,13 +11,13 @@ from typing import NamedTuple
 
 import torch
 
-from .apply import SplitPlacement, apply_split, check_splittable
-from .host_checks import HostReport, check_host
-from .modules import file_modules, modules_of
-from .planner import DEFAULT_TINY_BYTES, Plan, PlanError, compute_floor, plan_placement
-from .dtypes import WEIGHT_DTYPE_BYTES  # weight_dtype input of the diffusion-model loader -> bytes stored
-from .split import SplitRequest, requested_bytes, share_explanation
-from .streaming import TransferChecks
+from .split_patcher import SplitLayout, apply_split, check_splittable
+from .internals_check import HostReport, check_host
+from ..logic.module_sizes import file_modules, modules_of
+from ..logic.planner import DEFAULT_TINY_BYTES, Plan, PlanError, compute_floor, plan_placement
+from ..logic.dtypes import WEIGHT_DTYPE_BYTES  # weight_dtype input of the diffusion-model loader -> bytes stored
+from ..logic.split_request import SplitRequest, requested_bytes, share_explanation
+from .transfer_checks import TransferChecks
 
 log = logging.getLogger("distorch.placement")
 
@@ -170,7 +170,7 @@ def split_loaded_model(patcher, request: SplitRequest, label: str, runtime: Spli
     why = explain_plan(modules, request, room, plan)
     log.info("%s: placement of %.1f MiB over %s (allocation '%s')%s:\n%s", label, total / 2**20,
              ", ".join(plan.device_bytes), request.describe(), f"; {why}" if why else "", plan.table())
-    split = SplitPlacement.from_plan(plan, request.describe())
+    split = SplitLayout.from_plan(plan, request.describe())
     if not split.offloaded:
         return SplitResult(patcher, plan)
     runtime.transfers.report_donors(request.compute, sorted(set(split.offloaded.values())), mm)

@@ -1,0 +1,1 @@
+"""The engine's host-facing half: what calls ComfyUI and torch."""
