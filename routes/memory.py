@@ -162,7 +162,7 @@ def add_routes(routes, runtime) -> None:
 
     host = runtime.server
     if host is not None:
-        _start_memory_events(host, reporter)
+        _start_memory_events(host, reporter, runtime.registry)
         control = runtime.memory
         if control is not None and hasattr(host, "add_on_prompt_handler"):
             def release_survivors(json_data):
@@ -230,7 +230,7 @@ class MemoryEvents:
             await self.tick()
 
 
-def _start_memory_events(server, reporter: MemoryReporter) -> None:
+def _start_memory_events(server, reporter: MemoryReporter, registry) -> None:
     app = getattr(server, "app", None)
     if app is None:
         return
@@ -251,3 +251,14 @@ def _start_memory_events(server, reporter: MemoryReporter) -> None:
         app.on_cleanup.append(stop)
     except RuntimeError as exc:  # the app is already running (frozen signals)
         log.warning("comfyui-distorch: the distorch.memory websocket event is off: %s", exc)
+        return
+
+    def remove():
+        task = state.pop("task", None)
+        if task is not None:
+            task.cancel()  # a started app keeps its (frozen) hooks: the stopped task is what counts
+        for hooks, hook in ((app.on_startup, start), (app.on_cleanup, stop)):
+            if not hooks.frozen and hook in hooks:
+                hooks.remove(hook)
+
+    registry.add("app hooks: the distorch.memory websocket event", remove)

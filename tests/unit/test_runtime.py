@@ -42,7 +42,8 @@ def host_state(mm, server) -> dict:
     names = ("get_torch_device", "text_encoder_device", "vae_device", "unload_all_models", "soft_empty_cache")
     return {"mm": {name: getattr(mm, name) for name in names}, "NUM_STREAMS": getattr(mm, "NUM_STREAMS", None),
             "queue": dict(vars(server.prompt_queue)), "handlers": list(server.on_prompt_handlers),
-            "middlewares": list(server.app.middlewares), "sighup": signal.getsignal(signal.SIGHUP)}
+            "middlewares": list(server.app.middlewares), "sighup": signal.getsignal(signal.SIGHUP),
+            "app_hooks": (list(server.app.on_startup), list(server.app.on_cleanup))}
 
 
 def test_close_leaves_the_host_exactly_as_it_was(mm, registration, tmp_path, monkeypatch):
@@ -66,6 +67,7 @@ def test_close_leaves_the_host_exactly_as_it_was(mm, registration, tmp_path, mon
     assert after["queue"].keys() == before["queue"].keys()
     assert after["handlers"] == before["handlers"] == [] and after["middlewares"] == []
     assert after["sighup"] == before["sighup"] and after["NUM_STREAMS"] == before["NUM_STREAMS"]
+    assert changed["app_hooks"] != before["app_hooks"] and after["app_hooks"] == before["app_hooks"]
     assert runtime.memory is None and runtime.queue is None and len(runtime.registry) == 0
 
 
