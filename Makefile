@@ -16,7 +16,7 @@ RUN_GPU = $(filter --gpu,$(ARGS))
 # Expanded when run's recipe starts, after run-setup: the environment set-up really made ready.
 RUN_PYTHON = $(shell $(PYTHON) tools/hostenv.py python --run $(RUN_GPU))
 
-.PHONY: setup run-setup run test unit bench docs clean-run gpu-kit gpu-check
+.PHONY: setup run-setup run test check unit bench docs clean-run gpu-kit gpu-check
 
 setup:
 	$(PYTHON) tools/bootstrap.py
@@ -30,8 +30,12 @@ run: run-setup
 test: setup
 	$(VENV_PYTHON) -m pytest $(PYTEST_ARGS)
 
-unit: setup
+# The quick tier: pure logic, the layer contracts, and the patches, queue control and runtime on the
+# real comfy.model_management / PromptQueue in-process (no server, no browser): about a minute.
+check: setup
 	$(VENV_PYTHON) -m pytest tests/unit $(PYTEST_ARGS)
+
+unit: check
 
 bench: setup
 	for script in bench/bench_*.py; do echo "== $$script"; $(VENV_PYTHON) $$script $(ARGS) || exit 1; done
