@@ -10,4 +10,4 @@
   control, diffusers folders and their assets, and the ``Runtime`` that owns the process's state.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
