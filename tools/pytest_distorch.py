@@ -48,3 +48,42 @@ def pytest_runtest_setup(item):
         pytest.fail(why, pytrace=False)
     if verdict == "skip":
         pytest.skip(why)
+
+
+# -- ComfyUI-GGUF tests --------------------------------------------------------------------------
+# Tests that need ComfyUI-GGUF (city96's pack, a third-party checkout) skip where none is found,
+# saying how to run them. pytest reports a fixture's skip at each test's own line, so 18 tests
+# would give 18 lines: their reports are folded into one line, at the place that says where the
+# checkout is looked for (tools/hostenv.py comfyui_gguf_candidates).
+GGUF_MISSING = "ComfyUI-GGUF not found"
+
+
+def gguf_skip_reason(candidates) -> str:
+    return (f"{GGUF_MISSING} (looked in: {', '.join(map(str, candidates))}); to run these tests, set "
+            "COMFYUI_GGUF_PATH=<a checkout of city96/ComfyUI-GGUF> (git clone "
+            "https://github.com/city96/ComfyUI-GGUF)")
+
+
+def comfyui_gguf_or_skip() -> Path:
+    """The ComfyUI-GGUF checkout the tests use; the calling test is skipped when there is none."""
+    import hostenv
+
+    folder = hostenv.comfyui_gguf_dir()
+    if folder is None:
+        pytest.skip(gguf_skip_reason(hostenv.comfyui_gguf_candidates()))
+    return folder
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    longrepr = report.longrepr
+    if report.skipped and isinstance(longrepr, tuple) and len(longrepr) == 3 and \
+            str(longrepr[2]).removeprefix("Skipped: ").startswith(GGUF_MISSING):
+        import inspect
+
+        import hostenv
+
+        line = inspect.getsourcelines(hostenv.comfyui_gguf_candidates)[1]
+        report.longrepr = (inspect.getsourcefile(hostenv), line, longrepr[2])

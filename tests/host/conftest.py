@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import hostenv
+from pytest_distorch import comfyui_gguf_or_skip
 from comfy_host import ComfyHost
 
 
@@ -77,10 +78,7 @@ def comfy_gguf(tmp_path_factory, model_cache):
     """A server with the pack and ComfyUI-GGUF (city96's GGUF loaders, a third-party pack) side by
     side in custom_nodes/, as users run them. Skipped, naming where it was looked for, when no copy
     of ComfyUI-GGUF is there (CI has ../shared/vendor/ComfyUI-GGUF)."""
-    gguf_pack = hostenv.comfyui_gguf_dir()
-    if gguf_pack is None:
-        pytest.skip("ComfyUI-GGUF not found (looked in: " + ", ".join(map(str, hostenv.comfyui_gguf_candidates()))
-                    + "); set COMFYUI_GGUF_PATH to a checkout of city96/ComfyUI-GGUF")
+    gguf_pack = comfyui_gguf_or_skip()
     comfyui = hostenv.comfyui_dir()
     if not (comfyui / "main.py").exists():
         pytest.fail(f"no ComfyUI at {comfyui}: run `make test` (or tools/bootstrap.py), or set COMFYUI_PATH")

@@ -4,9 +4,8 @@ import re
 import subprocess
 import sys
 
-import pytest
-
 import hostenv
+from pytest_distorch import comfyui_gguf_or_skip
 
 
 def run_quick(script: str, timeout: int = 600) -> str:
@@ -71,9 +70,7 @@ def test_bench_lora_ram_quick_prints_the_peak_ratio():
 
 
 def test_bench_gguf_quick_prints_the_byte_and_step_ratios():
-    if hostenv.comfyui_gguf_dir() is None:
-        pytest.skip("ComfyUI-GGUF not found (looked in: " + ", ".join(map(str, hostenv.comfyui_gguf_candidates()))
-                    + "); set COMFYUI_GGUF_PATH to a checkout of city96/ComfyUI-GGUF")
+    comfyui_gguf_or_skip()
     out = run_quick("bench_gguf.py")
     ratios = {(m.group(1), m.group(2)): float(m.group(3)) for m in re.finditer(
         r"^bytes ratio (Q8_0|Q4_0) / fp16, (same allocation|same layers) ([\d.]+)$", out, re.M)}

@@ -10,6 +10,7 @@ import types
 import pytest
 
 import hostenv
+from pytest_distorch import comfyui_gguf_or_skip
 
 PACKAGE = "distorch_pack_under_test"
 
@@ -49,10 +50,7 @@ def comfyui_gguf(mm):
     """ComfyUI-GGUF (the third-party pack) imported in-process as a package over the real host
     (``.loader``, ``.nodes``), without its ``__init__``; skipped, naming where it was looked for,
     when no copy is there."""
-    folder = hostenv.comfyui_gguf_dir()
-    if folder is None:
-        pytest.skip("ComfyUI-GGUF not found (looked in: " + ", ".join(map(str, hostenv.comfyui_gguf_candidates()))
-                    + "); set COMFYUI_GGUF_PATH to a checkout of city96/ComfyUI-GGUF")
+    folder = comfyui_gguf_or_skip()
     name = "comfyui_gguf_under_test"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, folder / "__init__.py",
