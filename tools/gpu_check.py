@@ -109,6 +109,32 @@ def parse_junit(text: str) -> list[dict]:
     return tests
 
 
+# (distribution, version, whether this interpreter can install the wheel) per wheel path given
+FOREIGN_WHEELS_SCRIPT = """
+import json, sys
+from packaging.tags import sys_tags
+from packaging.utils import canonicalize_name, parse_wheel_filename
+here = set(sys_tags())
+out = []
+for path in sys.argv[1:]:
+    name, version, _, tags = parse_wheel_filename(path.rsplit("/", 1)[-1])
+    out.append((str(canonicalize_name(name)), str(version), bool(here & set(tags))))
+print(json.dumps(out))
+"""
+# (distribution, installed version or None) per name given
+INSTALLED_VERSIONS_SCRIPT = """
+import json, sys
+from importlib import metadata
+out = []
+for name in sys.argv[1:]:
+    try:
+        out.append((name, metadata.version(name), True))
+    except metadata.PackageNotFoundError:
+        out.append((name, None, False))
+print(json.dumps(out))
+"""
+
+
 def tests_verdict(tests: list[dict], dry_run: bool) -> tuple[bool, str]:
     """Whether the GPU tests' outcomes pass the check. On a GPU: none failed or errored (a skip for
     want of CUDA is an error there, under DISTORCH_REQUIRE_GPU=1). Dry run: none failed and every
@@ -415,6 +441,36 @@ class Check:
         self.purelib(python).joinpath("distorch-device-site.pth").write_text(f"{site_dir}\n")
         return str(python)
 
+    def rehearse_foreign_wheels(self, python, wheels: list[Path], timeout: float) -> list[Path]:
+        """Dry run only: the kit's wheels are built for the GPU machine's CPython 3.12, and a compiled
+        one (pydantic_core) does not install on another interpreter. Those are rehearsed with the
+        tests' environment's copy of the same distribution at the same version (linked like the
+        stand-in's packages); a version that differs fails the step. Returns the wheels to install."""
+        source = str(Path(self.python) if self.python else hostenv.venv_python())
+        verdicts = json.loads(subprocess.run(
+            [source, "-c", FOREIGN_WHEELS_SCRIPT, *map(str, wheels)], capture_output=True, text=True, check=True,
+            timeout=timeout).stdout)
+        foreign = {name: version for name, version, supported in verdicts if not supported}
+        if not foreign:
+            return wheels
+        installed = {name: version for name, version, _ in json.loads(subprocess.run(
+            [source, "-c", INSTALLED_VERSIONS_SCRIPT, *foreign], capture_output=True, text=True, check=True,
+            timeout=timeout).stdout)}
+        differ = {name: (version, installed.get(name)) for name, version in foreign.items()
+                  if installed.get(name) != version}
+        if differ:
+            raise StepFailed("the kit's wheels for CPython 3.12 that this interpreter cannot install are rehearsed "
+                             "with the tests' environment's copies, whose versions differ: " + ", ".join(
+                                 f"{name} {pin} (here {here or 'absent'})" for name, (pin, here) in differ.items()))
+        listing = self.work / "foreign-wheels.txt"
+        listing.write_text("".join(f"{name}\n" for name in foreign))
+        site_dir = self.work / "foreign-site"
+        subprocess.run([source, str(REPO / "tools" / "device_site.py"), "--target", str(site_dir), "--packages",
+                        str(listing)], capture_output=True, text=True, check=True, timeout=timeout)
+        self.purelib(python).joinpath("distorch-foreign-wheels.pth").write_text(f"{site_dir}\n")
+        self.figures.setdefault("environment", {})["rehearsed_from_tests_environment"] = sorted(foreign)
+        return [wheel for wheel, (name, _, supported) in zip(wheels, verdicts) if supported]
+
     @staticmethod
     def purelib(python) -> Path:
         return Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
@@ -434,6 +490,8 @@ class Check:
         # Appended after the environment's own site folder: the kit's wheels win over the machine's.
         self.purelib(python).joinpath("distorch-machine-packages.pth").write_text("".join(f"{p}\n" for p in parents))
         wheels = sorted((self.kit / "wheels").glob("*.whl"))
+        if self.dry_run:
+            wheels = self.rehearse_foreign_wheels(python, wheels, timeout)
         self.command(step, [python, "-m", "pip", "install", "--no-index", "--no-deps", "--find-links",
                             self.kit / "wheels", *wheels], max(5, deadline - time.monotonic()))
         self.venv_python = python
