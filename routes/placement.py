@@ -7,6 +7,9 @@ unet/ weights are planned), compute_device (default 'default'), virtual_vram_gb,
 donor_device, allocation, weight_dtype (as the loader's inputs). 400 with a message on bad input.
 Files: safetensors, and .gguf (ComfyUI-GGUF's format, found in the same folders its loaders look
 in: diffusion_models / unet, text_encoders / clip), planned at the sizes the file stores.
+A safetensors diffusion model is planned at the width ComfyUI will store it in on the compute
+device (its ``unet_dtype`` rule: an fp16 file becomes fp32 on a CPU), as the load plans it, but
+in the header's name order (the load plans in layer order); ``note`` says both.
 """
 from __future__ import annotations
 
@@ -21,7 +24,11 @@ from .request_models import PlanQuery
 log = logging.getLogger("distorch.routes.placement")
 
 GGUF_FOLDERS = ("diffusion_models", "unet", "text_encoders", "clip")  # where ComfyUI-GGUF's loaders look
-SAFETENSORS_NOTE = "sizes at the file's dtype (or weight_dtype); ComfyUI may store weights wider on some devices"
+SAFETENSORS_NOTE = ("sizes from the file's header at the file's dtype, or weight_dtype's; a diffusion model at the "
+                    "dtype ComfyUI stores it in on the compute device (fp32 on a CPU)")
+UNET_FOLDERS = ("diffusion_models", "unet", "checkpoints", "diffusers")  # loaded through ComfyUI's unet_dtype
+# a safetensors header lists tensors by name, not in the model's order, which the load plans in
+ORDER_NOTE = "Read in name order; the load plans in layer order and logs its plan."
 GGUF_NOTE = ("sizes as the .gguf file stores them (quantized); ComfyUI-GGUF keeps them so and dequantizes one "
              "layer at a time on the compute device")
 
@@ -38,6 +45,26 @@ def diffusers_weights(name: str) -> str | None:
         return str(read_layout(folder, "file").weights["unet"])
     except FolderError as exc:
         raise BadRequest(str(exc)) from None
+
+
+def as_stored(tensors, prefix: str, compute: str, file_modules):
+    """The modules at the width ComfyUI stores the diffusion model in on ``compute`` (its choice
+    when weight_dtype is 'default'), and a sentence saying so when that is not the file's width."""
+    from ..distorch.host.split_loaded import stored_dtype
+    from ..distorch.logic.dtypes import BYTES, FLOATS, TORCH_BYTES, TORCH_NAMES
+    from ..distorch.logic.module_sizes import modules_from_tensors, weights_dtype
+
+    file_dtype, params = weights_dtype(tensors, prefix)
+    if file_dtype not in FLOATS:
+        return file_modules, ""
+    stored = stored_dtype(compute, file_dtype, params)
+    width = TORCH_BYTES.get(stored)
+    if width is None or width == BYTES[file_dtype]:
+        return file_modules, ""
+    modules = modules_from_tensors(tensors, prefix, width)
+    on_disk, loaded = (sum(m.bytes for m in found) / 2**20 for found in (file_modules, modules))
+    return modules, (f"Sizes as ComfyUI loads this {TORCH_NAMES[file_dtype]} file on {compute}: {stored} "
+                     f"({loaded:.1f} MiB; {on_disk:.1f} MiB on disk).")
 
 
 def plan_response(query: PlanQuery) -> dict:
@@ -79,6 +106,7 @@ def plan_response(query: PlanQuery) -> dict:
             raise BadRequest(f"file: '{name}' could not be read as safetensors ({exc}); check or replace the file",
                              status=422) from None
         file_modules = modules_from_tensors(tensors, FOLDERS[folder], WEIGHT_DTYPE_BYTES.get(weight_dtype))
+    widths = ""
     try:
         device = device_utils.resolve_device(query.compute_device, "compute_device")
         if device is None:
@@ -86,6 +114,8 @@ def plan_response(query: PlanQuery) -> dict:
 
             device = mm.text_encoder_device() if folder in ("text_encoders", "clip") else mm.get_torch_device()
         compute = str(device)
+        if not is_gguf and weight_dtype == "default" and folder in UNET_FOLDERS:
+            file_modules, widths = as_stored(tensors, FOLDERS[folder], compute, file_modules)
         request = split_request(compute, device_utils.available_devices(), query.virtual_vram_gb,
                                 query.donor_device, query.allocation)
         modules = file_modules
@@ -110,6 +140,9 @@ def plan_response(query: PlanQuery) -> dict:
         "file": name, "folder": folder, "compute_device": compute, "allocation": described,
         "format": "gguf" if is_gguf else "safetensors", "model_bytes": total,
         "bytes_note": GGUF_NOTE if is_gguf else SAFETENSORS_NOTE,
+        # shown under the node: the width the sizes are at when it is not the file's (fp16 stored
+        # as fp32 on a CPU), and that the load's own plan, in layer order, may differ
+        "note": "" if is_gguf else " ".join(filter(None, (widths, ORDER_NOTE))),
         "budgets": budgets,
         # what the user asked each slot to hold, and why the compute device's share differs
         "requested": requested, "why": why,

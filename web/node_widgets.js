@@ -107,7 +107,7 @@ async function refreshPreview(node) {
   } else {
     const body = await response.json().catch(() => ({}));
     node.distorchPreview = response.ok
-      ? { text: `split: ${describePlan(body)}${body.why ? `\n${body.why}` : ""}`, error: false }
+      ? { text: [`split: ${describePlan(body)}`, body.why, body.note].filter(Boolean).join("\n"), error: false }
       : { text: body.error ?? `GET /distorch/plan answered ${response.status}`, error: true };
   }
   showPreviewElement(node);
@@ -149,7 +149,7 @@ function drawPreview(node, ctx) {
   ctx.fillStyle = preview.error ? PREVIEW_COLOURS.error : PREVIEW_COLOURS.ok;
   const width = Math.max(120, node.size[0]);
   let y = node.size[1] + 16;
-  for (const paragraph of preview.text.split("\n")) { // the split, then why it differs from the request
+  for (const paragraph of preview.text.split("\n")) { // the split, why it differs from the request, the sizes
     let line = "";
     for (const word of paragraph.split(" ")) {
       const next = line ? `${line} ${word}` : word;

@@ -52,6 +52,31 @@ def compute_room(device: str, already_there: int = 0) -> int | None:
         return None
 
 
+def stored_dtype(compute: str, file_dtype: str, params: int) -> str:
+    """The dtype (torch name, "float32") ComfyUI stores a diffusion model's weights in when it
+    loads them for ``compute``: its ``unet_dtype`` rule asked as its loader asks it (the file's
+    main dtype and parameter count, under the device override a DisTorch load runs in). A header
+    does not name the model's own supported dtypes, so ComfyUI's default list stands in for them."""
+    import comfy.model_management as mm
+
+    from ..logic.device_choice import device_override
+    from ..logic.dtypes import TORCH_NAMES
+
+    with device_override(compute=torch.device(compute)):
+        chosen = mm.unet_dtype(model_params=params, weight_dtype=getattr(torch, TORCH_NAMES[file_dtype]))
+    return str(chosen).removeprefix("torch.")
+
+
+def main_dtype(model) -> str:
+    """What holds most of a loaded model's bytes: a torch dtype name, or ComfyUI-GGUF's quantization."""
+    held: dict[str, int] = {}
+    for tensor in [*model.parameters(), *model.buffers()]:  # state_dict() drops ComfyUI-GGUF's tensor_type
+        quantized = getattr(getattr(tensor, "tensor_type", None), "name", None)  # ComfyUI-GGUF's tensors
+        name = quantized or str(tensor.dtype).removeprefix("torch.")
+        held[name] = held.get(name, 0) + tensor.nelement() * tensor.element_size()
+    return max(held, key=held.get) if held else "?"
+
+
 def bytes_on(model, device: str) -> int:
     target = torch.device(device)
     return sum(t.nelement() * t.element_size() for t in model.state_dict().values() if t.device == target)
@@ -168,8 +193,9 @@ def split_loaded_model(patcher, request: SplitRequest, label: str, runtime: Spli
     plan = plan_for(modules, request, room, runtime.transfers)
     total = sum(m.bytes for m in modules)
     why = explain_plan(modules, request, room, plan)
-    log.info("%s: placement of %.1f MiB over %s (allocation '%s')%s:\n%s", label, total / 2**20,
-             ", ".join(plan.device_bytes), request.describe(), f"; {why}" if why else "", plan.table())
+    log.info("%s: placement of %.1f MiB (the weights as loaded: %s, in layer order) over %s (allocation '%s')%s:\n%s", label,
+             total / 2**20, main_dtype(patcher.model), ", ".join(plan.device_bytes), request.describe(),
+             f"; {why}" if why else "", plan.table())
     split = SplitLayout.from_plan(plan, request.describe())
     if not split.offloaded:
         return SplitResult(patcher, plan)

@@ -12,6 +12,8 @@ SAFETENSORS = {
 }
 BYTES = {name: size for name, (_, size) in SAFETENSORS.items()}
 TORCH_NAMES = {name: torch_name for name, (torch_name, _) in SAFETENSORS.items()}
+TORCH_BYTES = {torch_name: size for torch_name, size in SAFETENSORS.values()}  # "float32" -> 4
+FLOATS = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2")
 
 # the diffusion-model loader's weight_dtype -> (torch dtype name, fp8 fast matmuls), None = the file's own
 WEIGHT_DTYPES = {

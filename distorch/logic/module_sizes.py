@@ -71,6 +71,21 @@ def modules_from_tensors(tensors: Iterable[tuple[str, str, tuple[int, ...]]], pr
     return [ModuleInfo(name, size, kind_from_name(name)) for name, size in sizes.items()]
 
 
+def weights_dtype(tensors: Iterable[tuple[str, str, tuple[int, ...]]], prefix: str = "") -> tuple[str | None, int]:
+    """The dtype holding most elements under ``prefix`` (a header name, "F16"; None when nothing
+    is there) and the element count under ``prefix``: what ComfyUI's loader reads from a state dict
+    (``comfy.utils.weight_dtype``, ``calculate_parameters``) to choose the dtype it stores in."""
+    counts: dict[str, int] = {}
+    for key, dtype, shape in tensors:
+        if not key.startswith(prefix):
+            continue
+        count = 1
+        for extent in shape:
+            count *= int(extent)
+        counts[str(dtype).upper()] = counts.get(str(dtype).upper(), 0) + count
+    return (max(counts, key=counts.get) if counts else None), sum(counts.values())
+
+
 def header_tensors(path: str) -> list[tuple[str, str, tuple[int, ...]]]:
     """(name, dtype, shape) of every tensor in a safetensors file, from its header only
     (``safe_open`` slices: no tensor data is read)."""

@@ -170,6 +170,11 @@ def share_explanation(compute: str, requested: int, kept: int, model_bytes: int,
         if pinned > requested:
             return (f"{head}: embeddings, norms and small modules ({percent(pinned)}%) always stay on "
                     f"the compute device")
+        if kept >= model_bytes and budget > requested:
+            # the room kept to run streamed-in layers is larger than what the donors were given
+            return (f"{head}: nothing moved, as {compute} keeps room to run the layers it would stream in "
+                    f"({percent(budget - requested)}% of the model), more than the {100 - asked}% the donors "
+                    "were given; give them more")
         return f"{head}: the donors take at most what they were given, and layers move whole"
     capped = max(0, requested - budget)
     room_kept = max(0, min(reserve, min(requested, budget) - kept))

@@ -118,9 +118,10 @@ def test_a_valid_allocation_previews_the_split_the_route_plans(browser, comfy, p
         return devices.map((d) => `${d.slot} ${Math.round(100 * d.share)}% (${formatBytes(d.bytes)})`);
     }""", plan["devices"])
     # 0.8 asks for 80 % on the compute device; the planner keeps less (room for the layer in
-    # flight, whole layers), and the node says why in a second line
+    # flight, whole layers), and the node says why in a second line, and what the sizes are in a third
     assert plan["why"].startswith("80% requested on cpu, "), plan["why"]
-    assert text == "split: " + " · ".join(sizes) + "\n" + plan["why"]
+    assert plan["note"].endswith("Read in name order; the load plans in layer order and logs its plan."), plan["note"]
+    assert text == "split: " + " · ".join(sizes) + "\n" + plan["why"] + "\n" + plan["note"]
     assert drawn_under_node(page) == text.replace("\n", " ")
     screenshot(page, "allocation-preview")
 

@@ -147,6 +147,10 @@ def test_plan_route_previews_a_split_from_the_header(comfy):
         {"file": workflows.CHECKPOINT, "folder": "checkpoints", "allocation": "cpu,*"}))
     assert ckpt["model_bytes"] == plan["model_bytes"]  # the checkpoint's diffusion model only
     assert plan["requested"]["cpu (donor)"] == int(0.015 * 2**30) and "why" in plan
+    # planned at the width the load stores the weights in: fp16 on disk, fp32 on a CPU, and said so
+    assert plan["model_bytes"] > 50 * 2**20, plan["model_bytes"]
+    assert plan["note"].startswith("Sizes as ComfyUI loads this float16 file on cpu: float32 (52.0 MiB; "
+                                   "26.0 MiB on disk)."), plan["note"]
 
 
 def test_plan_route_says_why_the_compute_share_differs_from_the_request(comfy):

@@ -5,6 +5,7 @@ the README says the user sees, and saves the screenshot the README shows (test-a
 walkthrough-*.png; copied to docs/ when they change)."""
 import json
 import re
+import urllib.parse
 
 import pytest
 
@@ -74,17 +75,35 @@ def test_1_a_loader_lists_this_machines_devices_with_their_free_memory(page):
     page.locator(".litecontextmenu").wait_for(state="detached", timeout=10_000)
 
 
+PREVIEWED = {}  # slot -> percent as the preview shows it (step 2), and the largest layer's, for step 3
+
+
 def test_2_the_split_preview_says_where_the_weights_go_and_why(page, comfy):
     page.wait_for_function(f"() => {UNET_NODE}.distorchPreview?.error === false", timeout=30_000)
     text = page.evaluate(f"() => {UNET_NODE}.distorchPreview.text")
-    split, why = text.split("\n")
+    split, why, note = text.split("\n")
     assert re.fullmatch(r"split: cpu \d+% \([\d.]+ MiB\) · cpu \(donor\) \d+% \([\d.]+ MiB\)", split), text
     assert re.match(r"\d+% requested on cpu, \d+% kept: ", why), text
-    screenshot(page, "walkthrough-split-preview", node_clip(page, UNET_NODE))
+    # the file is fp16; ComfyUI stores it as fp32 on a CPU, and the preview plans (and says) so
+    assert note.startswith("Sizes as ComfyUI loads this float16 file on cpu: float32 (52.0 MiB; 26.0 MiB on disk)."), text
+    PREVIEWED.update((slot, int(share)) for slot, share in re.findall(r"(cpu(?: \(donor\))?) (\d+)%", split))
+    virtual = page.evaluate(f"() => {UNET_NODE}.widgets.find(w => w.name === 'virtual_vram_gb').value")
+    plan = comfy.get("/distorch/plan?" + urllib.parse.urlencode(
+        {"file": "distorch-test-unet.safetensors", "virtual_vram_gb": virtual, "donor_device": "cpu"}))
+    PREVIEWED["layer"] = 100 * max(m["bytes"] for m in plan["modules"]) / plan["model_bytes"]
+    screenshot(page, "walkthrough-split-preview", node_clip(page, UNET_NODE, below=110))
+
+
+def logged_shares(log: str) -> dict:
+    """slot -> percent (rounded) of the diffusion model's plan table in the server log."""
+    table = log.split("DisTorchUNETLoader 'distorch-test-unet.safetensors': placement of ", 1)[1]
+    rows = re.findall(r"^(cpu(?: \(donor\))?)\s+[\d.]+\s+\d+\s+([\d.]+)%$", table, re.M)
+    return {slot: round(float(share)) for slot, share in rows[:2]}
 
 
 def test_3_run_saves_an_image(page, comfy):
     before = set(comfy.get("/history"))
+    mark = len(comfy.log_text())
     page.get_by_role("button", name="Run", exact=True).first.click()
     entry = None
     for _ in range(600):
@@ -97,6 +116,14 @@ def test_3_run_saves_an_image(page, comfy):
     assert entry["status"]["status_str"] == "success", entry["status"]
     images = [i for out in entry["outputs"].values() for i in out.get("images", [])]
     assert images and images[0]["filename"].startswith("distorch-demo")
+    # the run splits as the preview said, at the same sizes; its plan, made on the loaded model in
+    # layer order (the preview's is in the header's name order), is within a layer of the preview's
+    log = comfy.log_text()[mark:]
+    assert "placement of 52.0 MiB (the weights as loaded: float32, in layer order)" in log, log[-3000:]
+    logged = logged_shares(log)
+    assert set(logged) == {"cpu", "cpu (donor)"} and logged["cpu (donor)"] > 0, log[-3000:]
+    for slot, share in logged.items():
+        assert abs(share - PREVIEWED[slot]) <= PREVIEWED["layer"] + 1, (slot, logged, PREVIEWED)
 
 
 def test_4_the_panel_shows_each_model_with_its_part_and_loader(page, comfy):

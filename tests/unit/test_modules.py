@@ -2,7 +2,7 @@
 import torch
 from safetensors.torch import save_file
 
-from distorch.logic.module_sizes import header_tensors, kind_from_name, modules_from_tensors
+from distorch.logic.module_sizes import header_tensors, kind_from_name, modules_from_tensors, weights_dtype
 from distorch.logic.planner import ModuleInfo, compute_floor
 
 MiB = 2**20
@@ -22,6 +22,14 @@ def test_tensors_group_by_module_in_file_order_with_prefix_and_dtype():
                        ModuleInfo("token_embedding", 2 * 40, "embedding")]
     fp8 = modules_from_tensors(tensors, prefix="model.diffusion_model.", bytes_per_element=1)
     assert fp8[0].bytes == 1024 * 1024 + 1024
+
+
+def test_weights_dtype_is_the_dtype_of_most_elements_under_the_prefix_as_comfyui_reads_it():
+    tensors = [("model.diffusion_model.a.weight", "F16", (100, 10)), ("model.diffusion_model.a.bias", "F32", (100,)),
+               ("first_stage_model.b.weight", "F32", (10000,))]
+    assert weights_dtype(tensors, "model.diffusion_model.") == ("F16", 1100)  # the VAE's fp32 is not counted
+    assert weights_dtype(tensors) == ("F32", 11100)
+    assert weights_dtype(tensors, "nothing.") == (None, 0)
 
 
 def test_kind_from_name():

@@ -53,6 +53,15 @@ def test_a_rest_share_keeps_more_when_the_donor_takes_whole_layers_only():
     assert why == "75% requested on cpu, 80% kept: the donors take at most what they were given, and layers move whole"
 
 
+def test_a_donor_given_less_than_the_room_kept_for_streamed_layers_gets_nothing_and_the_line_says_so():
+    # cpu,* with 15 MiB on the donor: cpu keeps room for 2 layers of 10 MiB (one in flight, one
+    # because layers are whole), so its budget (85 + 20 MiB) holds the whole model
+    why, held = explain(layers(10), "cpu,*;cuda:0,15mb")
+    assert held == {"cpu": 100 * MIB}
+    assert why == ("85% requested on cpu, 100% kept: nothing moved, as cpu keeps room to run the layers it would "
+                   "stream in (20% of the model), more than the 15% the donors were given; give them more")
+
+
 def test_pinned_modules_above_the_request_are_named():
     assert share_explanation("cuda:0", 10, 30, 100, 10, 0, 30) == (
         "10% requested on cuda:0, 30% kept: embeddings, norms and small modules (30%) always stay on the compute device")
