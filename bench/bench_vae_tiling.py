@@ -49,7 +49,7 @@ print(json.dumps({"seconds": seconds, "peak_growth_kib": max(0, peak - before)})
 def decode(size: int, tile: int, overlap: int, how: str) -> dict:
     vae = hostenv.models_dir() / "vae" / "distorch-test-vae.safetensors"
     result = subprocess.run([sys.executable, "-c", CHILD, str(hostenv.comfyui_dir()),
-                             str(ROOT / "distorch" / "vae_tiling.py"), str(vae), str(size), str(tile), str(overlap),
+                             str(ROOT / "distorch" / "host" / "vae_tiling.py"), str(vae), str(size), str(tile), str(overlap),
                              how], capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
