@@ -330,7 +330,7 @@ def ensure_models(python: Path, comfyui: Path, number: int, total: int) -> Path:
         return out
     started = time.monotonic()
     log(step_line(number, total, "demo models", f"checking {out}, writing what is missing (synthetic SD1.5 "
-                                                f"models, about 1 GB, nothing downloaded)"))
+                                                f"models, about 1.7 GB, nothing downloaded)"))
     run_or_exit([str(python), str(hostenv.REPO_ROOT / "tools" / "make_models.py"),
                  "--comfyui", str(comfyui), "--out", str(out)],
                 f"generating the demo models in {out} failed (the error is above)")

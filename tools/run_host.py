@@ -24,8 +24,9 @@ def main() -> int:
                      extra_args=tuple(extra), port=args.port, cpu=not args.gpu)
     host.prepare()
     print(f"ComfyUI {hostenv.comfyui_dir()} with comfyui-distorch on {host.url}\n"
-          f"Load example_workflows/distorch_txt2img.json in the UI and press Queue; images land in "
-          f".run/output. Ctrl+C stops the server.", flush=True)
+          f"Open it, drag example_workflows/distorch_split_txt2img.json onto the canvas (or "
+          f"distorch_txt2img.json: a checkpoint, no split) and press Run; images land in .run/output. "
+          f"Ctrl+C stops the server.", flush=True)
     os.chdir(host.comfyui_dir)
     os.execv(sys.executable, [sys.executable, *host.command()])
 

@@ -37,6 +37,14 @@ def test_the_readme_names_the_run_button_as_the_frontend_does():
     assert not re.search(r"press \*{0,2}Queue", README), "the frontend's button is 'Run', not 'Queue'"
 
 
+def test_make_runs_start_up_hint_names_the_readmes_workflow_and_button():
+    hint = (ROOT / "tools" / "run_host.py").read_text()
+    named = re.findall(r"example_workflows/(\w+\.json)", hint) + re.findall(r"\b(\w+\.json)\b", hint)
+    assert named and all((ROOT / "example_workflows" / name).is_file() for name in named), named
+    first = re.search(r"drag `example_workflows/(\w+\.json)`", README).group(1)
+    assert f"example_workflows/{first}" in hint and "press Run" in hint and "Queue" not in hint
+
+
 def test_local_links_and_images_exist():
     for doc in DOCS:
         targets = {t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", doc.read_text())
