@@ -68,6 +68,13 @@ def add_split_inputs(inputs: dict) -> dict:
     return inputs
 
 
+def validation_message(message: str, input_name: str) -> str:
+    """A VALIDATE_INPUTS message as ComfyUI shows it: it writes '<input> - <message>', so the
+    message drops the '<input>: ' it starts with on the pack's other paths (routes, run time)."""
+    prefix = f"{input_name}: "
+    return message[len(prefix):] if message.startswith(prefix) else message
+
+
 def validate_allocation(value, input_name: str = "allocation"):
     """VALIDATE_INPUTS helper for the allocation string: its grammar and device names, True or the
     message shown on that input. It is the only input a DisTorch node validates itself: ComfyUI
@@ -80,7 +87,7 @@ def validate_allocation(value, input_name: str = "allocation"):
     try:
         parse_allocation(value, device_utils.available_devices(), input_name)
     except ValueError as exc:
-        return str(exc)
+        return validation_message(str(exc), input_name)
     return True
 
 

@@ -6,6 +6,7 @@ Thin: the dropdown and the checks ask the modes service; loading goes through ``
 from __future__ import annotations
 
 from .bound import runtime_of
+from .loaders import validation_message
 
 CATEGORY = "DisTorch/modes"
 NO_MODES = "(no modes)"
@@ -34,7 +35,7 @@ class DisTorchModeSwitch:
     @classmethod
     def VALIDATE_INPUTS(cls, mode):
         if not isinstance(mode, str) or runtime_of(cls).modes.spec(mode) is None:
-            return runtime_of(cls).modes.unknown_mode_message(str(mode))
+            return validation_message(runtime_of(cls).modes.unknown_mode_message(str(mode)), "mode")
         return True
 
     @classmethod

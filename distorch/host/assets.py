@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, urlsplit
 
+from ..logic.errors import shown_by_name
+
 DEFAULT_PARTS = ("unet", "transformer", "vae", "text_encoder", "text_encoder_2")
 MODEL_INDEX = "model_index.json"
 CONFIG = "config.json"
@@ -82,10 +84,12 @@ class RepoSource:
     named_by: str
 
 
+@shown_by_name
 class AssetsInvalid(ValueError):
     """A file of the folder that is there but cannot be read (the message names it and what to do)."""
 
 
+@shown_by_name
 class AssetsMissing(RuntimeError):
     """Files the load needs are missing and were not fetched: the message names the folder, each
     file, the repository (or how to give one) and the command that fetches them."""

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..logic.errors import shown_by_name
+
 # the host's own search order (comfy/diffusers_load.py)
 DIFFUSION_WEIGHTS = ("diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.safetensors",
                      "diffusion_pytorch_model.fp16.bin", "diffusion_pytorch_model.bin")
@@ -20,6 +22,7 @@ HOST_PARTS = {"unet": DIFFUSION_WEIGHTS, "vae": DIFFUSION_WEIGHTS, "text_encoder
               "text_encoder_2": TEXT_ENCODER_WEIGHTS}
 
 
+@shown_by_name
 class FolderError(ValueError):
     """The folder is not one the host's diffusers loader can read; the message says why and what to do."""
 

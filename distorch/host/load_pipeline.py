@@ -23,6 +23,7 @@ from ..logic.device_choice import device_override
 from .device_context import add_device_context
 from ..logic.placement_record import PlacementRecord, attach
 from ..logic.split_request import SplitInputs, SplitRequest, parse_split_inputs
+from ..logic.errors import shown_by_name
 
 log = logging.getLogger("distorch.pipeline")
 
@@ -120,6 +121,7 @@ def build_request(loader: str, source: str, keep_loaded, parts: Sequence[PartReq
     return LoadRequest(loader, source, bool(keep_loaded), {p.component: p for p in parts}, files, name)
 
 
+@shown_by_name
 class SplitFailed(RuntimeError):
     """A part's split could not be planned or applied; ``component`` says which part."""
 

@@ -39,6 +39,7 @@ import torch
 from . import dynamic_vram
 from ..logic.planner import Plan
 from ..logic.split_request import slot_device
+from ..logic.errors import shown_by_name, type_name
 
 log = logging.getLogger("distorch.apply")
 
@@ -46,6 +47,7 @@ SPLIT_KEY = "distorch.split"
 PLACED_MARK = "distorch_placed"
 
 
+@shown_by_name
 class SplitUnsupported(RuntimeError):
     """The model's patcher cannot carry a DisTorch split."""
 
@@ -299,7 +301,7 @@ def check_splittable(patcher, notices: set | None = None) -> None:
     if (type(patcher) is not model_patcher.ModelPatcher and not isinstance(patcher, DisTorchModelPatcher)
             and not is_gguf_patcher_class(type(patcher))):
         raise SplitUnsupported(
-            f"this model is managed by {type(patcher).__module__}.{type(patcher).__name__}, not ComfyUI's "
+            f"this model is managed by {type_name(type(patcher))}, not ComfyUI's "
             "ModelPatcher, so DisTorch cannot split it (its own loader moves the weights). Set virtual_vram_gb "
             "to 0 and leave allocation empty for this model.")
 
@@ -322,6 +324,7 @@ def apply_split(patcher, split: SplitLayout) -> DisTorchModelPatcher:
     return copy
 
 
+@shown_by_name
 class ReleaseFailed(RuntimeError):
     """The host could not unload a model it had loaded; the model stays loaded as it was."""
 

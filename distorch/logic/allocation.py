@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 
 from .devices import DeviceNameError, canonical_device
+from .errors import shown_by_name
 
 UNITS = {"b": 1}
 for _index, _letter in enumerate("kmgt", start=1):
@@ -32,6 +33,7 @@ _FRACTION = re.compile(rf"^{_NUMBER}$")
 REST = "*"
 
 
+@shown_by_name
 class AllocationError(ValueError):
     """A malformed or impossible allocation string; the message points at the bad token."""
 

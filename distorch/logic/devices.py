@@ -6,12 +6,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from .errors import shown_by_name
+
 DEFAULT_DEVICE = "default"
 # Indexed backends in the order they are listed; "mps" and "cpu" take no index.
 INDEXED_BACKENDS = ("cuda", "xpu", "npu", "mlu", "directml")
 _DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda|xpu|npu|mlu|directml)(?::(\d+))?$")
 
 
+@shown_by_name
 class DeviceNameError(ValueError):
     """A device name that is malformed or not present on this machine."""
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from .planner import ModuleInfo, kind_from_name
+from .errors import shown_by_name
 
 MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
@@ -57,10 +58,12 @@ NAME_MAPS = {"t5": T5_NAMES, "t5encoder": T5_NAMES, "llama": LLAMA_NAMES, "qwen2
              "qwen3": LLAMA_NAMES, "qwen3vl": LLAMA_NAMES}
 
 
+@shown_by_name
 class GGUFError(ValueError):
     """The file is not a GGUF file this reader understands; the message says what and where."""
 
 
+@shown_by_name
 class GGUFUnavailable(GGUFError):
     """The 'gguf' package (the type table) is not installed."""
 

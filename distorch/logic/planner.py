@@ -18,6 +18,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .errors import shown_by_name
+
 PINNED_KINDS = frozenset({"embedding", "norm", "fixed"})
 _NORM = re.compile(r"(^|[._])(norm\d*|ln_\w+|layer_norm\d*|final_layer_norm|.*_norm)$", re.I)
 _EMBED = re.compile(r"(embed|embedding|wte|wpe)", re.I)
@@ -34,6 +36,7 @@ def kind_from_name(module_name: str) -> str:
 DEFAULT_TINY_BYTES = 1 << 20
 
 
+@shown_by_name
 class PlanError(ValueError):
     """The budgets cannot hold the model."""
 

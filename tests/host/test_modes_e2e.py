@@ -214,6 +214,7 @@ def test_a_removed_mode_that_is_cached(comfy_modes, modes_files):
         comfy_modes.queue(mode_graph(x))
     message = json.dumps(rejected.value.body)
     assert f"'{x}' is not defined in" in message and y in message
+    assert f"mode - '{x}' is not defined in" in message, message  # ComfyUI's 'input - message', the name once
 
 
 BAD_FILES = {

@@ -108,6 +108,7 @@ def test_over_budget_allocation_fails_before_loading_anything(comfy):
     error = error_of(entry)
     assert error["node_id"] == "1"
     message = error["exception_message"]
+    assert error["exception_type"] == "comfyui-distorch.SplitFailed", error  # not the pack folder's path
     assert "allocation: 'cpu,8mb' cannot hold this model" in message
     assert "(26.0 MiB)" in message and "8.0 MiB" in message and "give it more" in message
     log = comfy.log_text()[before_log:]
@@ -126,6 +127,7 @@ def test_bad_split_inputs_are_refused_when_queued(comfy, inputs, words):
         comfy.queue(unet_graph("bad", **{**SPLIT, **inputs}))
     errors = rejected.value.body["node_errors"]["1"]["errors"]
     assert len(errors) == 1 and errors[0]["extra_info"]["input_name"] == words[0], errors  # one, on that input
+    assert not errors[0]["details"].startswith(f"{words[0]} - {words[0]}:"), errors  # the name once
     text = json.dumps(errors)
     for word in words:
         assert word in text, text
