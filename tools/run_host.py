@@ -15,13 +15,19 @@ import hostenv  # noqa: E402
 from comfy_host import ComfyHost  # noqa: E402
 
 
-def main() -> int:
+def demo_host(argv=None) -> ComfyHost:
+    """The host ``make run`` starts: base directory .run/ (its database .run/comfyui.db, which
+    ComfyHost passes as --database-url: the ComfyUI tree's default one may not be writable)."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8188)))
     parser.add_argument("--gpu", action="store_true", help="do not pass --cpu (use the machine's GPU)")
-    args, extra = parser.parse_known_args()
-    host = ComfyHost(hostenv.comfyui_dir(), hostenv.REPO_ROOT / ".run", hostenv.models_dir(), hostenv.REPO_ROOT,
+    args, extra = parser.parse_known_args(argv)
+    return ComfyHost(hostenv.comfyui_dir(), hostenv.REPO_ROOT / ".run", hostenv.models_dir(), hostenv.REPO_ROOT,
                      extra_args=tuple(extra), port=args.port, cpu=not args.gpu)
+
+
+def main() -> int:
+    host = demo_host()
     host.prepare()
     print(f"ComfyUI {hostenv.comfyui_dir()} with comfyui-distorch on {host.url}\n"
           f"Open it, drag example_workflows/distorch_split_txt2img.json onto the canvas (or "

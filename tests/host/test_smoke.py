@@ -24,3 +24,11 @@ def test_one_startup_line_names_version_and_patches(comfy):
     assert lines == [f"comfyui-distorch {distorch.__version__}: {nodes} nodes; patched comfy.model_management: "
                      "get_torch_device, text_encoder_device, vae_device, unload_all_models, soft_empty_cache "
                      "(keep_loaded rule on POST /free); routes: memory, placement, modes, retention, queue"]
+
+
+def test_the_server_opens_a_database_of_its_own(comfy):
+    """ComfyUI's default database is in its tree, which may not be writable; each server the pack
+    starts (make run's too, tools/run_host.py) is given one in its base directory."""
+    log = comfy.log_text()
+    assert "Failed to initialize database" not in log and "unable to open database file" not in log, log[-3000:]
+    assert (comfy.base_dir / "comfyui.db").is_file()

@@ -275,3 +275,17 @@ def test_makefile_run_asks_hostenv_and_bootstrap_the_same_question():
     assert "$(PYTHON) tools/hostenv.py python --run $(RUN_GPU)" in makefile
     assert "run: run-setup\n\t$(RUN_PYTHON) tools/run_host.py $(ARGS)" in makefile
     assert "test: setup\n\t$(VENV_PYTHON) -m pytest $(PYTEST_ARGS)" in makefile
+
+
+def test_make_runs_host_has_a_writable_database_of_its_own():
+    """ComfyUI's default database sits in its tree, which may not be writable ("Failed to initialize
+    database ... unable to open database file"): the demo host's is .run/comfyui.db."""
+    import run_host
+
+    host = run_host.demo_host(["--port", "8190", "--preview-method", "auto"])
+    command = host.command()
+    assert command[command.index("--database-url") + 1] == f"sqlite:///{ROOT / '.run' / 'comfyui.db'}"
+    assert command.count("--database-url") == 1 and command[-2:] == ["--preview-method", "auto"]
+    assert host.base_dir == ROOT / ".run" and ROOT.is_absolute()  # sqlite:////abs/path: an absolute file
+    own = run_host.demo_host(["--database-url", "sqlite:///elsewhere.db"]).command()
+    assert own.count("--database-url") == 1 and "sqlite:///elsewhere.db" in own
