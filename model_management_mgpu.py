@@ -7,7 +7,8 @@ is missing or has another shape gets one log line and keeps its own behaviour.
 
 Patches (switch any off with ``DISTORCH_DISABLE_PATCHES=name,name``):
 - ``device_override``: ``get_torch_device``, ``text_encoder_device`` and ``vae_device`` return the
-  device a DisTorch loader node chose, but only inside that node's ``device_override`` block and
+  device a DisTorch loader node chose, but only inside that node's ``device_override`` block
+  (distorch/logic/device_choice.py) and
   only in the thread running it (a ContextVar, not a global). Outside such a block they return
   exactly what the host's originals return, so core-only workflows see no change.
 - ``memory_control``: ``unload_all_models`` and ``soft_empty_cache``. The unload that ComfyUI's
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 
 from . import device_utils
 from .distorch.host import dynamic_vram
-from .distorch.logic.device_choice import chosen_device, device_override  # noqa: F401  (device_override: for callers)
+from .distorch.logic.device_choice import chosen_device
 from .distorch.logic.memory_report import ModelMemory, OffloadSettings, change_line
 from .distorch.logic.patch_registry import PatchError, PatchRegistry
 from .distorch.logic.placement_record import placement_of, whole_size
