@@ -8,8 +8,7 @@ is missing or has another shape gets one log line and keeps its own behaviour.
 Patches (switch any off with ``DISTORCH_DISABLE_PATCHES=name,name``):
 - ``device_override``: ``get_torch_device``, ``text_encoder_device`` and ``vae_device`` return the
   device a DisTorch loader node chose, but only inside that node's ``device_override`` block
-  (distorch/logic/device_choice.py) and
-  only in the thread running it (a ContextVar, not a global). Outside such a block they return
+  (distorch/logic/device_choice.py) and only in the thread running it (a ContextVar, not a global). Outside such a block they return
   exactly what the host's originals return, so core-only workflows see no change.
 - ``memory_control``: ``unload_all_models`` and ``soft_empty_cache``. The unload that ComfyUI's
   ``POST /free`` (and Manager's two unload buttons) triggers follows the pack's ``keep_loaded``

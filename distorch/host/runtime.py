@@ -13,7 +13,6 @@ imports them.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass, field
 
 from ... import device_utils
@@ -35,21 +34,12 @@ class Runtime:
     server: object = None                           # ComfyUI's PromptServer, None outside a server
     install_report: object = None                   # what model_management_mgpu.install did
     added_routes: list = field(default_factory=list)  # route modules registered on the server
-    notices: set = field(default_factory=set)       # one-time log notices already given
+    notices: set = field(default_factory=set)       # one-time log notices already given (the split's)
     _stops: list = field(default_factory=list)      # (label, stop) of running services, not host changes
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self):
         if self.pipeline is None:
             self.pipeline = LoadPipeline(registry=self.registry, notices=self.notices)
-
-    def notice_once(self, key: str) -> bool:
-        """True the first time ``key`` is asked for (the caller then logs its notice)."""
-        with self._lock:
-            if key in self.notices:
-                return False
-            self.notices.add(key)
-            return True
 
     def on_close(self, label: str, stop) -> None:
         """Run ``stop`` at ``close`` (before the host changes are undone): threads, watchers."""

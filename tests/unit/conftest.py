@@ -58,3 +58,14 @@ def comfyui_gguf(mm):
         sys.modules[name] = importlib.util.module_from_spec(spec)  # deliberately not executed
     return types.SimpleNamespace(folder=folder, loader=importlib.import_module(f"{name}.loader"),
                                  nodes=importlib.import_module(f"{name}.nodes"))
+
+
+@pytest.fixture(scope="session")
+def synthetic_models():
+    """The synthetic models folder (tools/make_models.py writes what is missing, .gguf UNets too)."""
+    import subprocess
+
+    out = hostenv.models_dir()
+    subprocess.run([sys.executable, str(hostenv.REPO_ROOT / "tools" / "make_models.py"),
+                    "--comfyui", str(hostenv.comfyui_dir()), "--out", str(out)], check=True)
+    return out

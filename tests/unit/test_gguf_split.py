@@ -1,13 +1,10 @@
 """A DisTorch split of a model loaded by ComfyUI-GGUF (its GGUFModelPatcher, its GGMLOps layers),
 in-process on the real host: the same output as the unsplit GGUF model, weights kept quantized on
 the donor, clones (LoRA) staying split."""
-import subprocess
-import sys
 
 import pytest
 import torch
 
-import hostenv
 import make_gguf
 
 UNET_Q8 = make_gguf.gguf_file("Q8_0")
@@ -15,12 +12,9 @@ LORA = "distorch-test-lora.safetensors"
 
 
 @pytest.fixture(scope="module")
-def models():
+def models(synthetic_models):
     """The synthetic models (tools/make_models.py, which also writes the .gguf UNets)."""
-    out = hostenv.models_dir()
-    subprocess.run([sys.executable, str(hostenv.REPO_ROOT / "tools" / "make_models.py"),
-                    "--comfyui", str(hostenv.comfyui_dir()), "--out", str(out)], check=True)
-    return out
+    return synthetic_models
 
 
 @pytest.fixture

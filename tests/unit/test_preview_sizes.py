@@ -1,22 +1,16 @@
 """The split preview plans a safetensors diffusion model at the width ComfyUI stores it in, as the
 load does: the demo UNet is fp16 on disk and fp32 once loaded on a CPU (real host, in-process)."""
-import subprocess
-import sys
 
 import pytest
 
-import hostenv
 
 MiB = 2**20
 UNET = "distorch-test-unet.safetensors"
 
 
 @pytest.fixture(scope="module")
-def unet_path():
-    out = hostenv.models_dir()
-    subprocess.run([sys.executable, str(hostenv.REPO_ROOT / "tools" / "make_models.py"),
-                    "--comfyui", str(hostenv.comfyui_dir()), "--out", str(out)], check=True)
-    return str(out / "diffusion_models" / UNET)
+def unet_path(synthetic_models):
+    return str(synthetic_models / "diffusion_models" / UNET)
 
 
 def test_the_header_at_the_stored_width_gives_the_loaded_models_sizes(mm, unet_path):

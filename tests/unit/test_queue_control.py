@@ -97,6 +97,14 @@ def _worker_get(queue, timeout, result):
     result.append(time.monotonic() - started)
 
 
+def start_idle_worker(queue) -> tuple[threading.Thread, list]:
+    """The prompt worker in its idle get (1000 s, as main.py waits): the thread and what get gives."""
+    result = []
+    worker = threading.Thread(target=_worker_get, args=(queue, 1000.0, result), daemon=True)
+    worker.start()
+    return worker, result
+
+
 @pytest.mark.parametrize("max_passes", [0, 2], ids=["affinity-off", "affinity-on"])
 def test_set_flag_wakes_an_idle_worker_at_once(mm, queue, max_passes):
     """POST /free calls set_flag, which notifies the worker waiting in get. The wrapper must give
@@ -104,9 +112,7 @@ def test_set_flag_wakes_an_idle_worker_at_once(mm, queue, max_passes):
     control = QueueControl(loaded_modes=lambda: {"b"}, max_passes=max_passes)
     registry = PatchRegistry()
     control.install(queue, registry)
-    result = []
-    worker = threading.Thread(target=_worker_get, args=(queue, 1000.0, result), daemon=True)
-    worker.start()
+    worker, result = start_idle_worker(queue)
     time.sleep(0.2)  # the worker is asleep in get
     queue.set_flag("unload_models", True)
     worker.join(timeout=2.0)
@@ -126,9 +132,7 @@ def test_flags_set_before_the_worker_waits_are_not_slept_on(mm, queue):
     registry = PatchRegistry()
     control.install(queue, registry)
     queue.set_flag("unload_models", True)  # nobody waits: the notify reaches no one
-    result = []
-    worker = threading.Thread(target=_worker_get, args=(queue, 1000.0, result), daemon=True)
-    worker.start()
+    worker, result = start_idle_worker(queue)
     worker.join(timeout=2.0)
     try:
         assert not worker.is_alive(), "the worker sleeps in get with flags waiting"
