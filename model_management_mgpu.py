@@ -610,20 +610,29 @@ class MemoryControl:
         self.survivors = []  # one assignment: safe without the worker's lock
 
     def loaded_models(self) -> list[ModelMemory]:
-        """Every model the host lists as loaded, then retained ones it does not list. Reads a copy
-        of the host's list without the worker's lock (copying a list is atomic in CPython)."""
+        """Every model the host lists as loaded, then retained ones it does not list."""
+        kept = self._kept_models()
+        return [describe_model(patcher, state, id(patcher.model) in kept) for patcher, state in self.held_patchers()]
+
+    def held_patchers(self) -> list[tuple[object, str]]:
+        """(patcher, "loaded" | "retained") for every model the host lists as loaded, then the
+        retained ones it does not list, one per module. Reads a copy of the host's list without the
+        worker's lock (copying a list is atomic in CPython)."""
         entries = [e.model for e in list(self.module.current_loaded_models)]
         retained = [p for outputs in self.retained.all_outputs() for p in patchers_in(outputs)]
         retained += self._held_by_holders()
-        result, seen, kept = [], set(), self._kept_models()
+        result, seen = [], set()
         for state, patchers in (("loaded", entries), ("retained", retained)):
             for patcher in patchers:
                 inner = getattr(patcher, "model", None)
                 if patcher is None or inner is None or id(inner) in seen:
                     continue
                 seen.add(id(inner))
-                result.append(describe_model(patcher, state, id(inner) in kept))
+                result.append((patcher, state))
         return result
+
+    def is_kept_patcher(self, patcher) -> bool:
+        return id(getattr(patcher, "model", None)) in self._kept_models()
 
     # -- helpers ------------------------------------------------------------------------------
     def _note_devices(self, entries) -> None:

@@ -8,6 +8,8 @@ import logging
 
 from . import model_management_mgpu, routes
 from .distorch import __version__
+from .distorch.host import distributed_routing
+from .distorch.host.model_files import install_loader_notes
 from .distorch.host.runtime import Runtime
 from .modes.runtime import ModesService
 from .nodes import node_mappings
@@ -26,6 +28,8 @@ def build_runtime(server=None, module=None, start_services: bool | None = None) 
     runtime.memory = report.memory
     runtime.modes = ModesService(runtime.pipeline, runtime.memory, server)
     runtime.added_routes = routes.register(runtime)
+    if server is not None:
+        _at_startup(runtime, server)
     if start_services if start_services is not None else server is not None:
         runtime.modes.start(runtime.registry)
         runtime.on_close("modes service", runtime.modes.stop)
@@ -45,3 +49,33 @@ def register(server=None):
              ", ".join(runtime.added_routes) or "none",
              "" if split_host.ok else "; splits off (this ComfyUI's internals differ: see the warning above)")
     return runtime, classes, titles
+
+
+def _at_startup(runtime: Runtime, server) -> None:
+    """Once every custom node has loaded (other packs' loaders, ComfyUI-Distributed, in whatever
+    order ComfyUI found them): note the files behind what every loader returns, and put the
+    residency choice into Distributed's load balancing where it is installed."""
+    app = getattr(server, "app", None)
+    if app is None:
+        return
+
+    async def install(_app):
+        import nodes
+
+        wrapped = install_loader_notes(runtime.registry, runtime.model_files, nodes.NODE_CLASS_MAPPINGS)
+        log.debug("residency: loads noted for %s", ", ".join(wrapped))
+        module = distributed_routing.find_orchestration_module()
+        if module is not None:
+            distributed_routing.install(runtime.registry, runtime.router, module)
+
+    try:
+        app.on_startup.append(install)
+    except RuntimeError as exc:  # the app is already running (frozen signals)
+        log.warning("comfyui-distorch: residency is off: %s", exc)
+        return
+
+    def remove():
+        if not app.on_startup.frozen and install in app.on_startup:
+            app.on_startup.remove(install)
+
+    runtime.registry.add("residency: start-up hook", remove)

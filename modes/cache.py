@@ -57,6 +57,11 @@ class ModeCache:
             entry = self._entries.get(key)
             return entry.value if entry is not None else None
 
+    def mode_of(self, key: str) -> str | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            return entry.mode if entry is not None else None
+
     def put(self, key: str, mode: str, value, size_bytes: int) -> list[Entry]:
         """Store a freshly loaded mode; returns the entries evicted to make room.
 

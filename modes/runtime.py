@@ -160,6 +160,19 @@ class ModesService:
                     held.append(part)
         return held
 
+    def held_by_mode(self) -> list[tuple[str, object]]:
+        """(mode name, patcher) for every ModelPatcher the mode cache keeps alive."""
+        held = []
+        for key in self.cache.keys():
+            loaded = self.cache.peek(key)
+            if loaded is None:
+                continue
+            name = self.cache.mode_of(key) or str(key)
+            for part in (loaded.model, getattr(loaded.clip, "patcher", None), getattr(loaded.vae, "patcher", None)):
+                if part is not None:
+                    held.append((name, part))
+        return held
+
     def release_models(self, unwanted) -> list[str]:
         """Drop the cached modes holding a model for which ``unwanted(patcher)`` is true (the
         memory panel's per-model unload); a mode is cached as a whole. Returns their names."""

@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .location import LEGACY_SOURCE, Location, locate
 from .schema import Checks, ModesConfig, build_config

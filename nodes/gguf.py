@@ -75,7 +75,6 @@ def upstream(name: str):
 
 def make_loader(node_name: str):
     upstream_name, component, file_inputs, folder, kind = GGUF_LOADERS[node_name]
-    role = "unet" if component == "unet" else "clip"
 
     class Loader:
         CATEGORY = globals()["CATEGORY"]

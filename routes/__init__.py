@@ -11,7 +11,7 @@ import logging
 log = logging.getLogger("distorch.routes")
 
 # capability module names under routes/, registered in this order
-CAPABILITIES: tuple[str, ...] = ("memory", "placement", "modes", "retention", "queue")
+CAPABILITIES: tuple[str, ...] = ("memory", "placement", "modes", "retention", "queue", "residency")
 
 
 def host_server():

@@ -55,46 +55,59 @@ def build_report(runtime) -> dict:
                            retention=control.retention_report() if control is not None else None)
 
 
+def loaded_models_mark() -> tuple:
+    """Which models the host has loaded, by identity: cheap (no walk of their tensors), and
+    different after any load or unload."""
+    import comfy.model_management as mm
+
+    return tuple(id(loaded) for loaded in list(mm.current_loaded_models))
+
+
 class MemoryReporter:
     """Builds the memory document on its own thread, one build at a time; concurrent callers
-    share the build in flight, and a finished document is reused for ``REPORT_TTL`` seconds."""
+    share the build in flight, and a finished document is reused for ``REPORT_TTL`` seconds, as
+    long as the host's list of loaded models is what it was when that build started (``mark``):
+    a walk begun before an unload (a websocket update's, say) is never the answer after it."""
 
-    def __init__(self, build):
+    def __init__(self, build, mark=lambda: None):
         self._build = build  # () -> the document
+        self._mark = mark    # () -> a cheap value that changes when a model is loaded or unloaded
         self._executor: ThreadPoolExecutor | None = None
-        self._cached: tuple[float, dict] | None = None          # (when its build started, document)
-        self._pending: tuple[float, asyncio.Future] | None = None
+        self._cached: tuple[float, object, dict] | None = None          # (started, mark then, document)
+        self._pending: tuple[float, object, asyncio.Future] | None = None
 
     async def report(self, fresh: bool = False) -> dict:
-        """The document: one built in the last ``REPORT_TTL`` seconds, or the build in flight. With
-        ``fresh``, one whose build started after this call (to see the effect of an action)."""
+        """The document: one built in the last ``REPORT_TTL`` seconds, or the build in flight, of
+        the loaded models as they are now. With ``fresh``, one whose build started after this call
+        (to see the effect of an action)."""
         asked = time.monotonic()
         oldest = asked if fresh else asked - REPORT_TTL
         while True:
-            if self._cached is not None and self._cached[0] >= oldest:
-                return self._cached[1]
+            now = self._mark()
+            if self._cached is not None and self._cached[0] >= oldest and self._cached[1] == now:
+                return self._cached[2]
             if self._pending is None:
                 self._pending = self._start()
-            started, future = self._pending
+            started, mark, future = self._pending
             # shield: a caller that goes away must not cancel the build the others wait for
             document = await asyncio.shield(future)
-            if not fresh or started >= asked:
+            if (started >= asked if fresh else mark == now):
                 return document
-            # that build began before this caller asked for a fresh picture: start another
+            # that build began before this caller's action, or before the models changed: another
 
-    def _start(self) -> tuple[float, asyncio.Future]:
+    def _start(self) -> tuple[float, object, asyncio.Future]:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="distorch-memory")
-        started = time.monotonic()
+        started, mark = time.monotonic(), self._mark()
         future = asyncio.get_running_loop().run_in_executor(self._executor, self._build)
 
         def finished(done: asyncio.Future) -> None:
             self._pending = None
             if not done.cancelled() and done.exception() is None:
-                self._cached = (started, done.result())
+                self._cached = (started, mark, done.result())
 
         future.add_done_callback(finished)
-        return started, future
+        return started, mark, future
 
     def close(self) -> None:
         if self._executor is not None:
@@ -109,7 +122,7 @@ def _summary(document: dict) -> dict:
 
 
 def add_routes(routes, runtime) -> None:
-    reporter = MemoryReporter(lambda: build_report(runtime))
+    reporter = MemoryReporter(lambda: build_report(runtime), loaded_models_mark)
     runtime.reporter = reporter
     runtime.on_close("memory report thread", reporter.close)
 

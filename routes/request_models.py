@@ -190,6 +190,41 @@ class PlanQuery(RequestModel):
 
 
 # schema file name in schemas/ -> the model it is generated from
+def _server_url(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise refuse(f"servers: {value!r} is not a server URL; give each as http://HOST:PORT, "
+                     "e.g. \"http://127.0.0.1:8189\"")
+    return value.rstrip("/")
+
+
+def _some_servers(value: list) -> list:
+    if not 1 <= len(value) <= 64:
+        raise refuse(f"servers: give 1 to 64 server URLs, not {len(value)}, "
+                     "e.g. [\"http://127.0.0.1:8188\", \"http://127.0.0.1:8189\"]")
+    return value
+
+
+ServerUrl = Annotated[str, AfterValidator(_server_url), WithJsonSchema({"type": "string", "format": "uri"})]
+
+
+class RouteRequest(RequestModel):
+    """Which of these servers to send an API-format prompt to, and why: the one holding the most
+    bytes of its model files (GET /distorch/residency on each), less a penalty per waiting prompt."""
+
+    model_config = ConfigDict(title="POST /distorch/route", json_schema_extra={"examples": [
+        {"prompt": {"1": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-dev.safetensors",
+                                                               "weight_dtype": "default"}}},
+         "servers": ["http://127.0.0.1:8188", "http://127.0.0.1:8189"]}]})
+    prompt: dict = Field(examples=[{"1": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-dev.safetensors",
+                                                                             "weight_dtype": "default"}}}],
+                         description="the prompt in API format (what POST /prompt takes as 'prompt')")
+    servers: Annotated[list[ServerUrl], AfterValidator(_some_servers)] = Field(
+        examples=[["http://127.0.0.1:8189"]], description="base URLs of the servers to choose among (1 to 64)")
+
+
 SCHEMAS = {
     "distorch_free.request.schema.json": FreeRequest,
     "distorch_retention.request.schema.json": RetentionRequest,
@@ -198,6 +233,7 @@ SCHEMAS = {
     "distorch_modes_switch.request.schema.json": SwitchRequest,
     "distorch_generate.request.schema.json": GenerateRequest,
     "distorch_plan.query.schema.json": PlanQuery,
+    "distorch_route.request.schema.json": RouteRequest,
 }
 
 
@@ -219,3 +255,4 @@ def write_schemas(folder: Path = SCHEMA_DIR) -> list[Path]:
 if __name__ == "__main__":  # python -m routes.request_models: rewrites schemas/*.request / *.query schemas
     for written in write_schemas():
         print(written)
+

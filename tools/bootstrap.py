@@ -258,7 +258,7 @@ def record_size(venv: Path, digest: str, size: int, build_seconds: float | None 
 
 
 def ensure_comfyui(python: Path, number: int, total: int) -> Path:
-    target = hostenv.comfyui_dir()
+    target = hostenv.comfyui_dir() if os.environ.get("COMFYUI_PATH") else hostenv.host_tree(hostenv.FLOOR_HOST)
     if os.environ.get("COMFYUI_PATH"):
         if not (target / "main.py").exists():
             raise SystemExit(f"COMFYUI_PATH={target} has no main.py: point it at a ComfyUI checkout")
@@ -294,6 +294,126 @@ def ensure_comfyui(python: Path, number: int, total: int) -> Path:
     size = format_bytes(tree_bytes(target)[0])
     log(step_line(number, total, step, f"ready in {format_duration(time.monotonic() - started)} ({size}, {target})"))
     return target
+
+
+def current_requirements(requirements_text: str) -> list[str]:
+    """0.33.0's requirement lines, less those the full environment provides at its pinned build
+    (torch, torchvision, torchaudio: see hostenv.CURRENT_FROM_FULL)."""
+    kept = []
+    for line in requirements_text.splitlines():
+        requirement = line.split("#", 1)[0].strip()
+        if not requirement:
+            continue
+        name = requirement
+        for separator in ("=", "<", ">", "~", "!", ";", "[", " "):
+            name = name.split(separator, 1)[0]
+        if name.lower() not in hostenv.CURRENT_FROM_FULL:
+            kept.append(requirement)
+    return kept
+
+
+def current_environment_digest(tree: Path) -> str:
+    digest = hashlib.sha256(hostenv.environment_digest(FULL).encode())
+    digest.update((tree / "requirements.txt").read_bytes())
+    digest.update(" ".join(hostenv.CURRENT_NO_DEPS).encode())
+    return digest.hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def unpack_current_tree(tarball: Path, target: Path) -> None:
+    """The 0.33.0 tree, checked against its recorded digest, unpacked beside ``target`` and moved in
+    whole (an interrupted unpack leaves only a .partial folder, redone next time)."""
+    import tarfile
+
+    found = file_sha256(tarball)
+    if found != hostenv.CURRENT_TARBALL_SHA256:
+        raise SystemExit(f"[bootstrap] {tarball} has sha256 {found}, not the recorded "
+                         f"{hostenv.CURRENT_TARBALL_SHA256} (../shared/vendor/README.md): fetch it again")
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    with tarfile.open(tarball) as archive:
+        archive.extractall(partial, filter="data")
+    shutil.move(str(partial / hostenv.CURRENT_TARBALL_FOLDER), str(target))
+    shutil.rmtree(partial, ignore_errors=True)
+
+
+def layer_console_scripts(full_bin: Path, python: Path) -> list[str]:
+    """Copies the full environment's console scripts (lint-imports, hf, ...) that the layered one
+    lacks, run by the layered python, so tools found beside ``sys.executable`` work in both."""
+    own_bin = python.parent
+    copied = []
+    for script in sorted(full_bin.iterdir()):
+        target = own_bin / script.name
+        if target.exists() or not script.is_file() or script.is_symlink():
+            continue
+        with script.open("rb") as handle:
+            first = handle.readline()
+        if not first.startswith(b"#!") or b"python" not in first:
+            continue  # activate scripts and binaries stay the full environment's
+        body = script.read_bytes()[len(first):]
+        target.write_bytes(b"#!" + str(python).encode() + b"\n" + body)
+        target.chmod(0o755)
+        copied.append(script.name)
+    return copied
+
+
+def ensure_current_host(full_python: Path, number: int, total: int) -> Path | None:
+    """ComfyUI 0.33.0 and its environment (the full one's packages, plus what 0.33.0 asks for
+    beyond them), when ../shared/vendor has the tarball; else one line saying the tier is skipped."""
+    step = f"ComfyUI {hostenv.CURRENT_HOST} tree"
+    say = lambda text: log(step_line(number, total, step, text))  # noqa: E731
+    tarball = hostenv.current_tarball()
+    tree = hostenv.host_tree(hostenv.CURRENT_HOST)
+    if tarball is None and not (tree / "main.py").exists():
+        say(f"skipped: no {hostenv.vendor_dir() / hostenv.CURRENT_TARBALL_NAME} (only a checkout beside "
+            f"../shared has it), so the tests run on ComfyUI {hostenv.FLOOR_HOST} alone")
+        return None
+    started = time.monotonic()
+    if (tree / "main.py").exists():
+        tree_text = f"cached, {tree}"
+    else:
+        say(f"unpacking {tarball}")
+        unpack_current_tree(tarball, tree)
+        tree_text = f"unpacked in {format_duration(time.monotonic() - started)}, {tree}"
+    venv = hostenv.host_venv_dir(hostenv.CURRENT_HOST)
+    python = hostenv.python_in(venv)
+    digest = current_environment_digest(tree)
+    if python.exists() and hostenv.read_stamp(venv) == digest:
+        layer_console_scripts(full_python.parent, python)
+        say(f"{tree_text}; its environment cached, {venv}")
+        return python
+    say(f"{tree_text}; building its environment {venv} over {full_python.parent.parent} "
+        f"(its requirements beyond the full environment's, tens of MB)")
+    if not python.exists():
+        run_or_exit([str(full_python), "-m", "venv", str(venv)], f"could not create {venv}")
+    base = subprocess.run([str(full_python), "-c", "import sysconfig; p = sysconfig.get_paths(); "
+                           "print(p['purelib']); print(p['platlib'])"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    own = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    # A .pth line puts the full environment after this one's own site-packages: 0.33.0's pins
+    # (its frontend, comfy-kitchen...) installed here win, everything else comes from there.
+    (Path(own) / hostenv.LAYER_FILE_NAME).write_text("\n".join(dict.fromkeys(base)) + "\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        wanted = Path(tmp) / "requirements-0.33.txt"
+        wanted.write_text("\n".join(current_requirements((tree / "requirements.txt").read_text())) + "\n")
+        pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check"]
+        run_or_exit(pip + ["-r", str(wanted)], f"installing ComfyUI {hostenv.CURRENT_HOST}'s requirements into "
+                                                 f"{venv} failed (pip says why above): run it again")
+        run_or_exit(pip + ["--no-deps", *hostenv.CURRENT_NO_DEPS],
+                    f"installing {' '.join(hostenv.CURRENT_NO_DEPS)} into {venv} failed (pip says why above)")
+    layer_console_scripts(full_python.parent, python)
+    (venv / hostenv.STAMP_NAME).write_text(digest + "\n")
+    say(f"ready in {format_duration(time.monotonic() - started)} ({venv})")
+    return python
 
 
 def generators_digest() -> str:
@@ -364,20 +484,47 @@ def main() -> int:
     parser.add_argument("--gpu", action="store_true", help="with --run: the full environment (PyPI's torch)")
     parser.add_argument("--no-models", action="store_true", help="skip generating the synthetic models")
     parser.add_argument("--dry-run", action="store_true", help="say which environment and pip runs, change nothing")
+    parser.add_argument("--host", choices=["", "all", *hostenv.HOST_NAMES], default="",
+                        help=f"which ComfyUI trees: all (make test: {hostenv.CURRENT_HOST} where its tarball is "
+                             f"there, and {hostenv.FLOOR_HOST}), or one (default: DISTORCH_HOST, else "
+                             f"{hostenv.FLOOR_HOST})")
     args = parser.parse_args()
+    hosts = wanted_hosts(args.host, os.environ.get("DISTORCH_HOST", ""), bool(os.environ.get("COMFYUI_PATH")))
     plan = plan_environment(
         run=args.run, gpu=args.gpu, torch=hostenv.torch_choice(),
         full_exists=hostenv.venv_python().exists(), cpu_ready=hostenv.environment_ready(CPU),
         probe_cpu_index=lambda: probe_index(hostenv.cpu_torch_index()))
-    total = 2 if args.no_models else 3
+    current = hostenv.CURRENT_HOST in hosts
+    if current and plan.kind == CPU:
+        # 0.33.0's environment is layered over the full one (make run HOST=0.33 runs in it)
+        plan = EnvironmentPlan(FULL, reused=plan.reused)
+    total = (2 if args.no_models else 3) + current
     if args.dry_run:
         return show_plan(plan, total)
     python = ensure_environment(plan, 1, total)
     comfyui = ensure_comfyui(python, 2, total)
     if not args.no_models:
         ensure_models(python, comfyui, 3, total)
+    if current:
+        current_python = ensure_current_host(python, total, total)
+        if current_python is None and args.host != "all":  # asked for by name (make run HOST=0.33)
+            raise SystemExit(f"[bootstrap] HOST={hostenv.CURRENT_HOST} needs "
+                             f"{hostenv.vendor_dir() / hostenv.CURRENT_TARBALL_NAME}")
     log(f"ready: python={python} comfyui={comfyui} models={hostenv.models_dir()}")
     return 0
+
+
+def wanted_hosts(flag: str, environment: str, own_tree: bool) -> tuple[str, ...]:
+    """The hosts to set up: ``--host all`` both (the current one only where its tarball is, which
+    ensure_current_host decides), ``--host X`` or DISTORCH_HOST one; the floor alone by default and
+    whenever COMFYUI_PATH names the user's own tree (the floor's environment runs it)."""
+    if own_tree:
+        return (hostenv.FLOOR_HOST,)
+    if flag == "all":
+        return hostenv.HOSTS
+    chosen = flag or environment
+    host = hostenv.host_name(chosen) if chosen else hostenv.FLOOR_HOST
+    return (host,) if host == hostenv.FLOOR_HOST else (host, hostenv.FLOOR_HOST)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,6 +21,8 @@ import uuid
 from pathlib import Path
 
 PACK_DIR_NAME = "comfyui-distorch"
+ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+LEVEL_TAG = re.compile(r"^\[(DEBUG|INFO|WARNING|ERROR|CRITICAL)\] ")
 
 
 def free_port() -> int:
@@ -119,6 +122,11 @@ class ComfyHost:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_lines(self) -> list[str]:
+        """The log's lines as the older host writes them: newer ones (0.33.0) colour them and start
+        each with a level tag ("[INFO] "), both taken off here."""
+        return [LEVEL_TAG.sub("", ANSI_COLOUR.sub("", line)) for line in self.log_text().splitlines()]
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])

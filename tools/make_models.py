@@ -28,6 +28,7 @@ Writes (skipping files that already exist; ``--skip-base`` writes only the ``--u
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import zlib
 from pathlib import Path
@@ -103,8 +104,12 @@ def flux_dit_config(depth: int) -> dict:
 
 def meta_dit(comfy, torch, depth: int):
     """The test DiT's module tree on the ``meta`` device (shapes only, no memory)."""
+    config = flux_dit_config(depth)
+    # Newer hosts (0.33.0) add a required FluxParams field; the detected Flux sets it empty.
+    if "txt_ids_dims" in {field.name for field in dataclasses.fields(comfy.ldm.flux.model.FluxParams)}:
+        config["txt_ids_dims"] = []
     with torch.device("meta"):
-        return comfy.ldm.flux.model.Flux(**flux_dit_config(depth), operations=comfy.ops.disable_weight_init)
+        return comfy.ldm.flux.model.Flux(**config, operations=comfy.ops.disable_weight_init)
 
 
 def check_dit_detection(comfy, state: dict, depth: int) -> None:

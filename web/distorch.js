@@ -7,6 +7,7 @@ import { buildPanel, renderMemory } from "./memory_panel.js";
 import { LOADER_CLASSES, attachAllocationPreview, labelDeviceWidgets, redrawGraph } from "./node_widgets.js";
 import { throttle } from "./throttle.js";
 import { mountQueueSection } from "./queue_section.js";
+import { mountServersSection } from "./servers_section.js";
 import { pushStoredBudget, retentionSettings } from "./retention_settings.js";
 import { CONVERT_LABEL, convertMultiGPUNodes } from "./convert_multigpu.js";
 import { FIX_LABEL, offerDeviceFix, offerDeviceFixAfterLoad } from "./fix_devices.js";
@@ -50,9 +51,14 @@ function mountPanel(root) {
   queue.className = "distorch-queue";
   body.before(queue); // between the buttons and the memory picture
   const stopQueue = mountQueueSection(queue);
+  const servers = document.createElement("section");
+  servers.className = "distorch-servers";
+  body.after(servers); // below the memory picture: other machines
+  const stopServers = mountServersSection(servers);
   stopPanel = () => {
     stop();
     stopQueue();
+    stopServers();
     draw.cancel();
   };
   fetchMemory().catch((error) => {

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 
 from ... import device_utils
 from ..logic.patch_registry import PatchRegistry, UninstallReport
+from .distributed_routing import ResidencyRouter
 from .load_pipeline import LoadPipeline
+from .model_files import ModelFiles
 
 log = logging.getLogger("distorch.runtime")
 
@@ -35,6 +37,8 @@ class Runtime:
     install_report: object = None                   # what model_management_mgpu.install did
     added_routes: list = field(default_factory=list)  # route modules registered on the server
     notices: set = field(default_factory=set)       # one-time log notices already given (the split's)
+    model_files: ModelFiles = field(default_factory=ModelFiles)  # the files behind each loaded model
+    router: ResidencyRouter = field(default_factory=ResidencyRouter)  # ComfyUI-Distributed's choice, if present
     _stops: list = field(default_factory=list)      # (label, stop) of running services, not host changes
 
     def __post_init__(self):

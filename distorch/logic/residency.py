@@ -111,12 +111,26 @@ def _node_order(node_id) -> tuple:
 
 def residency_score(candidate: Candidate, wanted: Iterable[FileIdentity],
                     penalty_bytes: int = DEFAULT_PENALTY_BYTES) -> int | None:
-    """Bytes of ``wanted`` the candidate holds, minus ``penalty_bytes`` per waiting prompt; None
-    when it reports no residency."""
+    """Bytes of ``wanted`` the candidate holds, less what running the prompt there would push out
+    (``displaced``), minus ``penalty_bytes`` per waiting prompt; None when it reports no residency."""
     if candidate.held is None:
         return None
-    held = sum(int(candidate.held.get(file, 0)) for file in set(wanted))
-    return held - penalty_bytes * max(0, int(candidate.queue_remaining))
+    wanted = set(wanted)
+    held = sum(int(candidate.held.get(file, 0)) for file in wanted)
+    return held - displaced(candidate, wanted) - penalty_bytes * max(0, int(candidate.queue_remaining))
+
+
+def displaced(candidate: Candidate, wanted: Iterable[FileIdentity]) -> int:
+    """Bytes the candidate holds that the prompt would replace: where the prompt loads a file it
+    does not hold, the loader takes the place of the one there (ComfyUI's node cache keeps one
+    output per loader), so held files of that folder that the prompt does not want go. Without
+    this, a server holding one model set plus shared text encoders would win every prompt of the
+    other set, and the two sets would push each other out on it."""
+    if not candidate.held:
+        return 0
+    wanted = set(wanted)
+    loading = {file.folder for file in wanted if candidate.held.get(file, 0) <= 0}
+    return sum(int(size) for file, size in candidate.held.items() if file.folder in loading and file not in wanted)
 
 
 def choose(candidates: Sequence[Candidate], wanted: Sequence[FileIdentity],
@@ -133,15 +147,76 @@ def choose(candidates: Sequence[Candidate], wanted: Sequence[FileIdentity],
     if not scores:
         return Choice(fallback(candidates), "no server reports what it holds", scores, True)
     if not holding:
-        return Choice(fallback(candidates), "no server holds the prompt's model files", scores, True)
+        return _least_to_evict(candidates, fallback, scores, penalty_bytes)
     best = max(scores.values())
     leaders = [url for url, score in scores.items() if score == best]
     if len(leaders) > 1:
         return Choice(fallback([c for c in candidates if c.url in leaders]),
                       f"{len(leaders)} servers tie at {_gib(best)}", scores, True)
     (url,) = leaders
-    return Choice(url, f"it holds {_gib(best + _penalty(candidates, url, penalty_bytes))} of the prompt's "
-                       f"{len(set(wanted))} model file(s)" + _queue_note(candidates, url), scores)
+    winner = next(c for c in candidates if c.url == url)
+    pushed = displaced(winner, wanted)
+    held = best + pushed + _penalty(candidates, url, penalty_bytes)
+    return Choice(url, f"it holds {_gib(held)} of the prompt's {len(set(wanted))} model file(s)"
+                       + (f", {_gib(pushed)} of other models would make room" if pushed else "")
+                       + _queue_note(candidates, url), scores)
+
+
+def _least_to_evict(candidates: Sequence[Candidate], fallback: Callable[[Sequence[Candidate]], str],
+                    scores: Mapping[str, int], penalty_bytes: int) -> Choice:
+    """No server holds the prompt's files: it is loaded wherever it goes, so send it where the
+    load pushes out the least of what other prompts use (an empty server before one holding
+    another model set), queue penalty included; a tie is the caller's choice."""
+    reporting = [c for c in candidates if c.held is not None]
+    if len(reporting) < len(candidates):  # what a silent server holds is unknown: no guess
+        return Choice(fallback(candidates), "no server holds the prompt's model files", scores, True)
+    cost = {c.url: sum(int(v) for v in c.held.values()) + penalty_bytes * max(0, int(c.queue_remaining))
+            for c in reporting}
+    least = min(cost.values())
+    leaders = [c for c in reporting if cost[c.url] == least]
+    if len(leaders) == len(reporting) or len(leaders) > 1:
+        return Choice(fallback(leaders), "no server holds the prompt's model files"
+                      + (f"; {len(leaders)} hold the least else" if len(leaders) < len(reporting) else ""),
+                      scores, True)
+    (leader,) = leaders
+    return Choice(leader.url, f"no server holds the prompt's model files; it holds the least else "
+                              f"({_gib(least - penalty_bytes * max(0, int(leader.queue_remaining)))})", scores)
+
+
+def held_from_document(document) -> dict[FileIdentity, int]:
+    """Bytes held per file, from a server's ``GET /distorch/residency`` answer; ValueError for
+    anything that is not such an answer (a server without the pack, garbage)."""
+    if not isinstance(document, Mapping) or not isinstance(document.get("models"), list):
+        raise ValueError("not a residency document (no 'models' list)")
+    held: dict[FileIdentity, int] = {}
+    for model in document["models"]:
+        if not isinstance(model, Mapping) or not isinstance(model.get("files"), list):
+            raise ValueError("a model entry without a 'files' list")
+        size = model.get("bytes")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ValueError("a model entry without a byte count")
+        for item in model["files"]:
+            identity = _identity(item)
+            held[identity] = held.get(identity, 0) + size
+    return held
+
+
+def queue_from_document(document) -> int:
+    value = document.get("queue_remaining", 0) if isinstance(document, Mapping) else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _identity(item) -> FileIdentity:
+    if not isinstance(item, Mapping):
+        raise ValueError("a file entry that is not an object")
+    folder, name, size, mtime = (item.get(k) for k in ("folder", "name", "size", "mtime_ns"))
+    if not (isinstance(folder, str) and isinstance(name, str) and isinstance(size, int) and isinstance(mtime, int)):
+        raise ValueError("a file entry without folder, name, size and mtime_ns")
+    return FileIdentity(folder, name, size, mtime)
+
+
+def identity_document(identity: FileIdentity) -> dict:
+    return {"folder": identity.folder, "name": identity.name, "size": identity.size, "mtime_ns": identity.mtime_ns}
 
 
 def _penalty(candidates: Sequence[Candidate], url: str, penalty_bytes: int) -> int:

@@ -1,8 +1,10 @@
 """Fixtures that start real ComfyUI servers (with and without the pack) for a test session."""
 from __future__ import annotations
 
+import fcntl
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,20 @@ def _start(tmp_path_factory, model_cache, with_pack: bool, name: str):
                      hostenv.REPO_ROOT if with_pack else None)
     host.start()
     return host
+
+
+@pytest.fixture(scope="module")
+def ram_heavy():
+    """Held for a module that starts several servers or makes one grow (the routing cluster, the
+    soak). make test runs two tiers at once on one machine: with two such modules at the same time
+    the splits found no free RAM and the routing cluster routed for eviction. A lock file shared by
+    every pytest run on the machine makes them take turns."""
+    with open(Path(tempfile.gettempdir()) / "distorch-ram-heavy.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")
@@ -77,13 +93,15 @@ def comfy_modes(tmp_path_factory, model_cache, modes_files):
 def comfy_gguf(tmp_path_factory, model_cache):
     """A server with the pack and ComfyUI-GGUF (city96's GGUF loaders, a third-party pack) side by
     side in custom_nodes/, as users run them. Skipped, naming where it was looked for, when no copy
-    of ComfyUI-GGUF is there (CI has ../shared/vendor/ComfyUI-GGUF)."""
+    of ComfyUI-GGUF is there (CI has ../shared/vendor/ComfyUI-GGUF). Modules from 64 KiB up may go
+    to the donor (DISTORCH_TINY_BYTES; the default 1 MiB would keep every layer of the synthetic
+    Q8_0 UNet on the compute device, so nothing would split)."""
     gguf_pack = comfyui_gguf_or_skip()
     comfyui = hostenv.comfyui_dir()
     if not (comfyui / "main.py").exists():
         pytest.fail(f"no ComfyUI at {comfyui}: run `make test` (or tools/bootstrap.py), or set COMFYUI_PATH")
     host = ComfyHost(comfyui, tmp_path_factory.mktemp("host-gguf"), model_cache, hostenv.REPO_ROOT,
-                     extra_custom_nodes=(gguf_pack,))
+                     extra_custom_nodes=(gguf_pack,), env={"DISTORCH_TINY_BYTES": "65536"})
     host.start()
     yield host
     host.stop()

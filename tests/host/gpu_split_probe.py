@@ -21,7 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 import gpu_figures  # noqa: E402
-from common import ensure_model_files, import_host_and_pack  # noqa: E402
+import gpu_host  # noqa: E402
+from common import ensure_model_files  # noqa: E402
 from make_models import unet_file  # noqa: E402
 
 
@@ -41,7 +42,7 @@ def main() -> int:
     os.environ.setdefault("DISTORCH_TINY_BYTES", str(64 * 1024))
     cuda = args.device.startswith("cuda")
     models = ensure_model_files(unet_depths=[args.unet_depth])
-    nodes, pack = import_host_and_pack(models, cpu=not cuda)
+    nodes, pack, dynamic = gpu_host.import_host(models, args.device)  # DynamicVRAM as the run asks
     import torch
     import comfy.model_management as mm
 
@@ -75,8 +76,9 @@ def main() -> int:
         mm.unload_all_models()
         mm.soft_empty_cache()
 
-    report = {"device": args.device, "torch": torch.__version__, "unet": unet, "size": args.size,
-              "steps": args.steps, "gpu": torch.cuda.get_device_name(0) if cuda else None, "shares": {}}
+    report = {"device": args.device, "dynamic_vram": dynamic, "torch": torch.__version__, "unet": unet,
+              "size": args.size, "steps": args.steps, "gpu": torch.cuda.get_device_name(0) if cuda else None,
+              "shares": {}}
     for share in [int(x) for x in args.shares.split(",")]:
         release()
         base, pinned_before = allocated(), pinned_total()

@@ -25,7 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 import gpu_figures  # noqa: E402
-from common import ensure_model_files, import_host_and_pack  # noqa: E402
+import gpu_host  # noqa: E402
+from common import ensure_model_files  # noqa: E402
 from make_models import dit_file  # noqa: E402
 
 
@@ -44,8 +45,8 @@ def main() -> int:
 
     cuda = args.device.startswith("cuda")
     models = ensure_model_files(dit_depths=[args.dit_depth])
-    nodes, pack = import_host_and_pack(models, cpu=not cuda,
-                                       host_args={"disable_async_offload": args.streams == "off"})
+    nodes, pack, dynamic = gpu_host.import_host(models, args.device,  # DynamicVRAM as the run asks
+                                                host_args={"disable_async_offload": args.streams == "off"})
     import torch
     import comfy.model_management as mm
 
@@ -76,7 +77,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         profile = gpu_figures.profile_overlap(torch, run, Path(folder) / "trace.json")
     report = {
-        "device": args.device, "streams": args.streams, "torch": torch.__version__,
+        "device": args.device, "streams": args.streams, "dynamic_vram": dynamic, "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name(0) if cuda else None,
         "dit": dit, "size": args.size, "steps": args.steps, "rounds": args.rounds,
         # Read after the split's load: the stream check may have turned the host's streams off.

@@ -58,7 +58,7 @@ def test_an_invalid_allocation_shows_the_parsers_message_in_red(page):
 def test_the_preview_is_not_part_of_the_prompt_or_the_workflow(page):
     inputs, values = page.evaluate(f"""async () => {{
         const p = await app.graphToPrompt(), id = {NODE}.id;
-        return [Object.keys(p.output[String(id)].inputs), p.workflow.nodes.find(n => n.id === id).widgets_values];
+        return [Object.keys(p.output[String(id)].inputs), p.workflow.nodes.find(n => String(n.id) === String(id)).widgets_values];
     }}""")
     assert inputs == ["unet_name", "weight_dtype", "compute_device", "keep_loaded", "virtual_vram_gb",
                       "donor_device", "allocation"]

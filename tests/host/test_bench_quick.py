@@ -97,3 +97,6 @@ def test_bench_vae_tiling_quick_shows_tiled_decoding_uses_less_ram():
     out = run_quick("bench_vae_tiling.py")
     match = re.search(r"^peak RAM growth \(MiB\)\s+(\d+)\s+(\d+)\s+([\d.]+)$", out, re.M)
     assert match and int(match.group(2)) < int(match.group(1)), out
+
+
+# bench_routing.py's quick mode runs in tests/host/test_routing.py, on that module's servers.

@@ -31,4 +31,22 @@ def test_core_node_definitions_identical_with_and_without_pack(comfy, comfy_core
     ours, core = comfy.object_info(), comfy_core.object_info()
     assert set(ours) - set(core) == PACK_NODES
     changed = [name for name in core if ours.get(name) != core[name]]
-    assert changed == [], f"core node definitions changed by the pack: {changed}"
+    assert changed == [], (f"core node definitions changed by the pack: {changed}; first difference: "
+                           + "; ".join(f"{name}{first_difference(ours.get(name), core[name])}" for name in changed))
+
+
+def first_difference(ours, core, path: str = "") -> str:
+    """Where two object_info entries first differ, and the two values there (cut short)."""
+    if type(ours) is not type(core):
+        return f"{path}: {str(ours)[:120]!r} vs {str(core)[:120]!r}"
+    if isinstance(ours, dict):
+        for key in sorted(set(ours) | set(core), key=str):
+            if ours.get(key) != core.get(key):
+                return first_difference(ours.get(key), core.get(key), f"{path}/{key}")
+    if isinstance(ours, list):
+        if len(ours) != len(core):
+            return f"{path}: {len(ours)} items vs {len(core)}: {str(ours)[:200]!r} vs {str(core)[:200]!r}"
+        for index, (a, b) in enumerate(zip(ours, core)):
+            if a != b:
+                return first_difference(a, b, f"{path}[{index}]")
+    return f"{path}: {str(ours)[:120]!r} vs {str(core)[:120]!r}"

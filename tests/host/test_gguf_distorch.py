@@ -2,9 +2,7 @@
 own loader, split with the quantized layers parked on the donor, and absent without ComfyUI-GGUF."""
 import pytest
 
-import hostenv
 import workflows
-from comfy_host import ComfyHost
 from latents import saved_latent
 
 pytestmark = pytest.mark.host
@@ -24,15 +22,12 @@ def distorch_unet(**inputs) -> dict:
 
 
 @pytest.fixture(scope="module")
-def gguf_split_host(comfy_gguf, tmp_path_factory, model_cache):
-    """The pack and ComfyUI-GGUF, with small modules allowed on the donor: the synthetic Q8_0 UNet's
-    layers are all under the default 1 MiB that stays on the compute device."""
-    host = ComfyHost(hostenv.comfyui_dir(), tmp_path_factory.mktemp("host-gguf-split"), model_cache,
-                     hostenv.REPO_ROOT, extra_custom_nodes=(hostenv.comfyui_gguf_dir(),),
-                     env={"DISTORCH_TINY_BYTES": "65536"})
-    host.start()
-    yield host
-    host.stop()
+def gguf_split_host(comfy_gguf):
+    """The pack and ComfyUI-GGUF, with small modules allowed on the donor (comfy_gguf's
+    DISTORCH_TINY_BYTES): the synthetic Q8_0 UNet's layers are all under the default 1 MiB that
+    stays on the compute device."""
+    assert comfy_gguf.env.get("DISTORCH_TINY_BYTES") == "65536"
+    return comfy_gguf
 
 
 def test_the_gguf_loaders_take_comfyui_ggufs_inputs_then_the_packs(comfy_gguf):

@@ -18,9 +18,9 @@ import workflows
 pytestmark = pytest.mark.host
 
 GET_ROUTES = ("/internal/memory", "/distorch/plan", "/distorch/modes", "/distorch/models", "/distorch/retention",
-              "/distorch/queue")
+              "/distorch/queue", "/distorch/residency", "/distorch/route/recent")
 POST_ROUTES = ("/distorch/free", "/distorch/modes/reload", "/distorch/modes/switch", "/distorch/generate",
-               "/distorch/retention", "/distorch/queue/affinity")
+               "/distorch/retention", "/distorch/queue/affinity", "/distorch/route")
 PREFIXES = ("", "/api")
 SCHEMA = json.loads((hostenv.REPO_ROOT / "schemas" / "internal_memory.schema.json").read_text())
 
@@ -191,6 +191,7 @@ KEYS = {
                            "client_id", "extra_data", "front", "number", "priority"],
     "/distorch/retention": ["max_models", "ram_percent"],
     "/distorch/queue/affinity": ["max_passes"],
+    "/distorch/route": ["prompt", "servers"],
 }
 DEFAULT_RETENTION = {"max_models": 6, "ram_percent": 50}
 

@@ -20,10 +20,10 @@ def test_one_startup_line_names_version_and_patches(comfy):
     import distorch
 
     nodes = sum(1 for info in comfy.object_info().values() if info.get("python_module", "").endswith("comfyui-distorch"))
-    lines = [line for line in comfy.log_text().splitlines() if line.startswith("comfyui-distorch ")]
+    lines = [line for line in comfy.log_lines() if line.startswith("comfyui-distorch ")]
     assert lines == [f"comfyui-distorch {distorch.__version__}: {nodes} nodes; patched comfy.model_management: "
                      "get_torch_device, text_encoder_device, vae_device, unload_all_models, soft_empty_cache "
-                     "(keep_loaded rule on POST /free); routes: memory, placement, modes, retention, queue"]
+                     "(keep_loaded rule on POST /free); routes: memory, placement, modes, retention, queue, residency"]
 
 
 def test_the_server_opens_a_database_of_its_own(comfy):

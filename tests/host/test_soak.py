@@ -12,7 +12,7 @@ import bench_soak  # noqa: E402
 pytestmark = pytest.mark.host
 
 
-def test_a_mixed_session_does_not_grow(tmp_path):
+def test_a_mixed_session_does_not_grow(ram_heavy, tmp_path):
     host = bench_soak.start_host(tmp_path)
     try:
         result = bench_soak.soak(host, prompts=60, window_start=20, log=lambda line: None)

@@ -142,7 +142,7 @@ def test_5_unload_on_a_row_unloads_that_model_only(page, comfy):
     report = comfy.get("/internal/memory")
     (unet,) = [m for m in report["models"] if m["loader"] == "DisTorchUNETLoader"]
     page.click(f'{PANEL} li[data-model-id="{unet["id"]}"] button[data-action="unload-model"]')
-    dialog = page.locator(".p-dialog", has_text="Unload model")
+    dialog = page.get_by_role("dialog").filter(has_text="Unload model")
     dialog.wait_for(timeout=10_000)
     dialog.get_by_role("button", name="Confirm").click()
     page.locator(".p-toast-message", has_text="Unloaded").wait_for(timeout=60_000)

@@ -8,11 +8,13 @@ the same browser logs against a ComfyUI without the pack (a bare 0.3.75 already 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import shutil
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,9 +54,16 @@ class ConsoleLog:
         self.entries.append((f"uncaught: {error}", ""))
 
 
+# The host frontend's own update check (unreachable here): it fires a few seconds after a page
+# loads, whenever the frontend gets to it, so whether a page logged it yet says nothing of the pack.
+HOST_UPDATE_CHECK = "https://api.comfy.org/releases?"
+
+
 def normalized(entries) -> set[tuple[str, str]]:
-    """Console entries without the server's origin (each test server has its own port)."""
-    return {(ORIGIN.sub("HOST", text), ORIGIN.sub("HOST", url)) for text, url in entries}
+    """Console entries without the server's origin (each test server has its own port) and
+    without the host's update check."""
+    return {(ORIGIN.sub("HOST", text), ORIGIN.sub("HOST", url)) for text, url in entries
+            if not url.startswith(HOST_UPDATE_CHECK)}
 
 
 class Browser:
@@ -77,9 +86,11 @@ class Browser:
         page.on("console", self.console.record_console)
         page.on("pageerror", self.console.record_page_error)
         page.on("request", lambda request: self.requests.append(request.url))
+        templates_expected = not tutorial_completed(url)  # read before the page sets it
         page.goto(url, wait_until="domcontentloaded")
         page.wait_for_function("() => window.app?.graph && window.app?.extensionManager?.toast", timeout=120_000)
-        close_templates_dialog(page)
+        if templates_expected:
+            close_templates_dialog(page)
         return page
 
     def baseline_console_errors(self, url: str, settle: float = 5.0) -> set[tuple[str, str]]:
@@ -102,14 +113,33 @@ class Browser:
             shutil.rmtree(self._profile, ignore_errors=True)
 
 
+# The Templates dialog a fresh profile meets on first load: a PrimeVue dialog up to frontend 1.2x
+# (0.3.75 ships 1.28), a reka-ui layer titled "Templates" on 1.49 (ComfyUI 0.33.0).
+TEMPLATES_DIALOG = ('.p-dialog[aria-labelledby="global-workflow-template-selector"], '
+                    '[data-dismissable-layer]:has(h2:text-is("Templates")), '
+                    '[data-dismissable-layer]:has-text("All Templates")')
+
+
+def tutorial_completed(url: str) -> bool:
+    """The server's ``Comfy.TutorialCompleted`` setting. Both frontends (1.28, 1.49) open the
+    Templates dialog at start-up only while it is false, and set it then: so only a server's first
+    page meets the dialog, and a later page must not wait for one (it waited 15 s each)."""
+    with urllib.request.urlopen(f"{url}/api/settings/Comfy.TutorialCompleted", timeout=30) as answer:
+        return json.loads(answer.read() or b"null") is True
+
+
 def close_templates_dialog(page) -> None:
-    """A bare host opens its Templates dialog on first load: close it with its close button."""
-    dialog = page.locator('.p-dialog[aria-labelledby="global-workflow-template-selector"]')
+    """A bare host opens its Templates dialog on first load: close it as a user does (its close
+    button on the older frontend, Escape on 1.49, whose close button has no name to find it by)."""
+    dialog = page.locator(TEMPLATES_DIALOG).first
     try:
         dialog.wait_for(timeout=15_000)
     except Exception:
-        return  # not shown (e.g. the profile has seen it)
-    dialog.locator("button:not(.opacity-0)").last.click()
+        return  # not shown
+    if page.locator('.p-dialog[aria-labelledby="global-workflow-template-selector"]').count():
+        dialog.locator("button:not(.opacity-0)").last.click()
+    else:
+        page.keyboard.press("Escape")
     dialog.wait_for(state="detached", timeout=10_000)
 
 
@@ -134,6 +164,20 @@ SIDEBAR_PANEL = ".side-bar-panel"
 
 def sidebar_width(page) -> float:
     return page.locator(SIDEBAR_PANEL).bounding_box()["width"]
+
+
+def sidebar_min_width(page) -> float:
+    """The narrowest the frontend lets the sidebar panel be: 10 % of the window's splitter up to
+    frontend 1.2x; 1.49 also sets a CSS min-width (in px) on the panel or a box around it."""
+    return page.evaluate("""() => {
+        const splitter = document.querySelector('.p-splitter');
+        let floor = 0.1 * splitter.getBoundingClientRect().width;
+        for (let e = document.querySelector('.side-bar-panel'); e && e !== splitter; e = e.parentElement) {
+            const min = parseFloat(getComputedStyle(e).minWidth);
+            if (!Number.isNaN(min)) floor = Math.max(floor, min);
+        }
+        return floor;
+    }""")
 
 
 def drag_sidebar_edge(page, width: float) -> float:

@@ -18,7 +18,8 @@ INDEX = "https://cpu.example/whl/cpu"
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     """An empty cache: no environment built; DISTORCH_* choices unset."""
-    for name in ("DISTORCH_VENV", "DISTORCH_CPU_VENV", "DISTORCH_TORCH", "DISTORCH_TORCH_INDEX"):
+    for name in ("DISTORCH_VENV", "DISTORCH_CPU_VENV", "DISTORCH_TORCH", "DISTORCH_TORCH_INDEX", "DISTORCH_HOST",
+                 "DISTORCH_CURRENT_VENV", "COMFYUI_PATH"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DISTORCH_CACHE", str(tmp_path))
     return tmp_path
@@ -271,16 +272,49 @@ def test_models_are_cached_while_their_generators_and_files_are_unchanged(tmp_pa
 def test_makefile_run_asks_hostenv_and_bootstrap_the_same_question():
     makefile = (ROOT / "Makefile").read_text()
     assert "RUN_GPU = $(filter --gpu,$(ARGS))" in makefile
-    assert "$(PYTHON) tools/bootstrap.py --run $(RUN_GPU)" in makefile
-    assert "$(PYTHON) tools/hostenv.py python --run $(RUN_GPU)" in makefile
-    assert "run: run-setup\n\t$(RUN_PYTHON) tools/run_host.py $(ARGS)" in makefile
-    assert "test: setup\n\t$(VENV_PYTHON) -m pytest $(PYTEST_ARGS)" in makefile
+    assert "DISTORCH_HOST=$(HOST) $(PYTHON) tools/bootstrap.py --run $(RUN_GPU)" in makefile
+    assert "DISTORCH_HOST=$(HOST) $(PYTHON) tools/hostenv.py python --run $(RUN_GPU)" in makefile
+    assert "run: run-setup\n\tDISTORCH_HOST=$(HOST) $(RUN_PYTHON) tools/run_host.py $(ARGS)" in makefile
+    assert "test: setup\n\t$(VENV_PYTHON) tools/run_tiers.py $(PYTEST_ARGS)" in makefile
+    assert "setup:\n\t$(PYTHON) tools/bootstrap.py --host all" in makefile
 
 
-def test_make_runs_host_has_a_writable_database_of_its_own():
+def test_the_floor_host_alone_unless_asked():
+    assert bootstrap.wanted_hosts("", "", False) == ("0.3.75",)
+    assert bootstrap.wanted_hosts("all", "", False) == ("0.33.0", "0.3.75")
+    assert bootstrap.wanted_hosts("", "0.33", False) == ("0.33.0", "0.3.75")
+    assert bootstrap.wanted_hosts("0.33", "", False) == ("0.33.0", "0.3.75")
+    assert bootstrap.wanted_hosts("all", "", True) == ("0.3.75",)  # COMFYUI_PATH: the user's tree
+
+
+def test_the_current_hosts_requirements_leave_torch_to_the_full_environment():
+    text = "comfyui-frontend-package==1.49.6\ntorch\ntorchvision\ntorchaudio\nnumpy>=1.25.0\n\n#c\nkornia>=0.7.1\n"
+    assert bootstrap.current_requirements(text) == ["comfyui-frontend-package==1.49.6", "numpy>=1.25.0",
+                                                    "kornia>=0.7.1"]
+
+
+def test_a_tarball_that_is_not_the_recorded_one_is_refused(tmp_path, monkeypatch):
+    fake = tmp_path / "comfyui-0.33.0.tar.gz"
+    fake.write_bytes(b"not it")
+    with pytest.raises(SystemExit, match="sha256 .* not the recorded"):
+        bootstrap.unpack_current_tree(fake, tmp_path / "tree")
+    assert not (tmp_path / "tree").exists()
+
+
+def test_without_the_tarball_the_current_host_is_skipped_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DISTORCH_VENDOR", str(tmp_path))
+    monkeypatch.setenv("DISTORCH_CACHE", str(tmp_path / "cache"))
+    assert bootstrap.ensure_current_host(Path("/nonexistent/python"), 4, 4) is None
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    assert "skipped" in line and "comfyui-0.33.0.tar.gz" in line and "0.3.75 alone" in line
+
+
+def test_make_runs_host_has_a_writable_database_of_its_own(monkeypatch):
     """ComfyUI's default database sits in its tree, which may not be writable ("Failed to initialize
     database ... unable to open database file"): the demo host's is .run/comfyui.db."""
     import run_host
+
+    monkeypatch.delenv("DISTORCH_HOST", raising=False)  # the full tier sets it; make run leaves it out
 
     host = run_host.demo_host(["--port", "8190", "--preview-method", "auto"])
     command = host.command()
@@ -289,3 +323,20 @@ def test_make_runs_host_has_a_writable_database_of_its_own():
     assert host.base_dir == ROOT / ".run" and ROOT.is_absolute()  # sqlite:////abs/path: an absolute file
     own = run_host.demo_host(["--database-url", "sqlite:///elsewhere.db"]).command()
     assert own.count("--database-url") == 1 and "sqlite:///elsewhere.db" in own
+
+
+def test_the_layered_environment_gets_the_full_ones_console_scripts_run_by_its_own_python(tmp_path):
+    full_bin, own_bin = tmp_path / "venv" / "bin", tmp_path / "venv-0.33" / "bin"
+    full_bin.mkdir(parents=True), own_bin.mkdir(parents=True)
+    own_python = own_bin / "python"
+    own_python.write_text("")
+    (full_bin / "lint-imports").write_text(f"#!{full_bin / 'python'}\nimport sys\nsys.exit(main())\n")
+    (full_bin / "pip").write_text(f"#!{full_bin / 'python'}\n# the full one's\n")
+    (own_bin / "pip").write_text(f"#!{own_python}\n# its own\n")
+    (full_bin / "activate").write_text("# sourced, not run\n")
+    copied = bootstrap.layer_console_scripts(full_bin, own_python)
+    assert copied == ["lint-imports"]
+    assert (own_bin / "lint-imports").read_text() == f"#!{own_python}\nimport sys\nsys.exit(main())\n"
+    assert (own_bin / "lint-imports").stat().st_mode & 0o111
+    assert (own_bin / "pip").read_text().endswith("# its own\n") and not (own_bin / "activate").exists()
+    assert bootstrap.layer_console_scripts(full_bin, own_python) == []  # once only

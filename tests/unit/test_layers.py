@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import enum
-import importlib
 import inspect
 import logging
 import re

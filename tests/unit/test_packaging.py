@@ -94,7 +94,7 @@ LEFT_OUT_PATHS = [
     "bench/bench_split.py", "bench/common.py", ".ci/run",
     "docs/memory-panel.png", "docs/walkthrough-split-preview.png",
     "tools/pytest_distorch.py", "tools/gpu_check.py", "tools/gpu_kit.py", "tools/device_site.py",
-    "tools/node_reference.py", "tools/frame_workflow.py",
+    "tools/node_reference.py", "tools/frame_workflow.py", "tools/requirements-gpu-kit-0.33.txt",
     "nodes/__pycache__/loaders.cpython-311.pyc", ".run/output/x.png",
 ]
 

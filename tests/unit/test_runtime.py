@@ -52,7 +52,7 @@ def test_close_leaves_the_host_exactly_as_it_was(mm, registration, tmp_path, mon
     before = host_state(mm, server)
     runtime = registration.build_runtime(server, module=mm, start_services=True)
     assert runtime.memory is not None and runtime.queue is not None and runtime.modes is not None
-    assert runtime.added_routes == ["memory", "placement", "modes", "retention", "queue"]
+    assert runtime.added_routes == ["memory", "placement", "modes", "retention", "queue", "residency"]
     changed = host_state(mm, server)
     assert all(changed["mm"][name] is not before["mm"][name] for name in before["mm"])
     assert len(changed["handlers"]) == 2 and len(changed["middlewares"]) == 1
@@ -99,3 +99,34 @@ def test_nodes_are_bound_to_their_runtime(mm, registration, pack_module):
             pack_module("nodes.bound").runtime_of(unbound())
     finally:
         runtime.close()
+
+
+def test_the_startup_hook_notes_loaders_and_wraps_distributed_then_close_undoes_both(mm, registration, monkeypatch):
+    """At start-up (every pack loaded) the loader classes are wrapped to note their files, and
+    ComfyUI-Distributed's choice, found by what its module has, is wrapped; close() puts all back."""
+    import asyncio
+    import sys
+    import types
+
+    import nodes
+
+    async def least_busy(workers, trace_execution_id=None, probe_concurrency=8, probe_timeout=3.0):
+        return workers[0]
+
+    def wants_balance(prompt_index):
+        return True
+
+    fake = types.ModuleType("/x/custom_nodes/ComfyUI-Distributed.api.queue_orchestration")
+    fake.select_least_busy_worker, fake._prompt_requests_load_balance = least_busy, wants_balance
+    monkeypatch.setitem(sys.modules, fake.__name__, fake)
+    original_unet = nodes.UNETLoader.__dict__["load_unet"]
+    server = StandInServer()
+    runtime = registration.build_runtime(server, module=mm)
+    (hook,) = [h for h in server.app.on_startup if getattr(h, "__name__", "") == "install"]
+    asyncio.run(hook(server.app))
+    assert nodes.UNETLoader.__dict__["load_unet"] is not original_unet
+    assert fake.select_least_busy_worker is not least_busy and runtime.router.installed
+    runtime.close()
+    assert nodes.UNETLoader.__dict__["load_unet"] is original_unet
+    assert fake.select_least_busy_worker is least_busy and fake._prompt_requests_load_balance is wants_balance
+    assert hook not in server.app.on_startup

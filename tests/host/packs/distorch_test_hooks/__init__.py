@@ -60,7 +60,6 @@ class Hooks:
 
 
 def _register():
-    import comfy.model_management
     import server
 
     folder = os.environ.get("DISTORCH_TEST_HOOKS_DIR")
