@@ -255,9 +255,29 @@ RECORDED = """(type) => {
 }"""
 
 
+# What the change tracker holds, for the message of a wait that timed out.
+TRACKER = """() => {
+    const store = app.extensionManager?.workflow, tracker = store?.activeWorkflow?.changeTracker;
+    if (!tracker) return null;
+    const node = (state) => (state?.nodes || []).find((n) => String(n.id) === "1")?.type ?? null;
+    return { workflow: store.activeWorkflow.path, open: store.openWorkflows?.length,
+             changeCount: tracker.changeCount, loading: tracker.constructor.isLoadingGraph,
+             restoring: tracker._restoringState, undo: tracker.undoQueue.length,
+             undoNode1: node(tracker.undoQueue.at(-1)), activeNode1: node(tracker.activeState),
+             graphNode1: (app.rootGraph ?? app.graph).getNodeById(1)?.type ?? null };
+}"""
+
+
+def wait_until_recorded(page, node_type: str) -> None:
+    try:
+        page.wait_for_function(RECORDED, arg=node_type, timeout=15_000)
+    except Exception as exc:
+        raise AssertionError(f"the change tracker did not record the conversion: {page.evaluate(TRACKER)}") from exc
+
+
 def test_one_undo_brings_the_multigpu_nodes_back_and_redo_converts_again(page):
     converted = state(page)["root"]
-    page.wait_for_function(RECORDED, arg="DisTorchUNETLoader", timeout=15_000)
+    wait_until_recorded(page, "DisTorchUNETLoader")
     press_and_wait_for_node_type(page, "Control+z", "UNETLoaderDisTorch2MultiGPU")
     restored = state(page)["root"]
     assert restored["nodes"]["1"]["type"] == "UNETLoaderDisTorch2MultiGPU"

@@ -320,25 +320,30 @@ def test_memory_event_over_the_websocket(clean):
 
 def test_core_only_workflow_unloads_as_without_the_pack(clean, comfy_core):
     """No pack model loaded: the /free flow is the host's own. Observed the way a user would: the
-    next prompt has to load (log "Requested to load ...") exactly the models core has to load."""
-    def run_unload_run(server, wait):
+    next prompt has to load (log "Requested to load ...") exactly the models core has to load.
+
+    Both servers are pressed once when idle past the worker's gc pass, the state in which bare
+    ComfyUI acts on a press at once. (Pressed right after a prompt, bare 0.33.0 can miss it: the
+    worker's gc pass runs between its flag check and its next wait, and set_flag's wake-up reaches
+    no one until the next prompt. CI saw that once. The pack picks such a press up; its own tests
+    cover that, here it would only compare the host's timing.)"""
+    servers = {"with the pack": clean, "without": comfy_core}
+    for server in servers.values():
         server.run(workflows.txt2img(workflows.checkpoint_loader("core"), prefix="core-free"))
-        since = time.time()
+    time.sleep(GC_PASS_SECONDS + 1.5)  # both idle: their workers have run the gc pass and sleep in get
+    since = time.time()
+    for server in servers.values():
         post_free(server, MANAGER_UNLOAD)
-        wait(server, since)
+    assert wait_for_flow(clean, since)["last_unload"]["mode"] == "core"
+    # The bare server has nothing to watch (it logs the unload at debug level only); idle, it acts
+    # at once, as the pack's server just did.
+    time.sleep(3.0)
+    loads = {}
+    for name, server in servers.items():
         start = len(server.log_text())
         server.run(workflows.txt2img(workflows.checkpoint_loader("core"), seed=2, prefix="core-free-2"))
-        return sorted(re.findall(r"Requested to load (\w+)", server.log_text()[start:]))
-
-    def give_it_ten_seconds(server, since):
-        # A core-only server has no route to watch and logs the unload at debug level only. It acts
-        # at once when idle, but 2 s was too short once the machine stalled for RAM (both tiers).
-        time.sleep(10.0)
-
-    with_pack = run_unload_run(clean, lambda server, since: wait_for_flow(server, since))
-    assert memory(clean)["last_unload"]["mode"] == "core"
-    core = run_unload_run(comfy_core, give_it_ten_seconds)
-    assert with_pack == core and len(core) >= 2, (with_pack, core)
+        loads[name] = sorted(re.findall(r"Requested to load (\w+)", server.log_text()[start:]))
+    assert loads["with the pack"] == loads["without"] and len(loads["without"]) >= 2, loads
 
 
 def test_three_split_models_in_sequence_hold_what_core_holds(clean, model_cache):
