@@ -130,8 +130,10 @@ def test_manager_buttons_eject_exactly_the_flagged_model(clean, body):
 GC_PASS_SECONDS = 10.0  # the host's worker collects garbage 10 s after a prompt, then sleeps in get
 
 
-@pytest.mark.parametrize("affinity", [2, 0], ids=["affinity-on", "affinity-off"])
-@pytest.mark.parametrize("body", [MANAGER_UNLOAD, MANAGER_FREE], ids=["unload-models", "free-model-and-node-cache"])
+# Each of Manager's two buttons once and mode affinity on and off once (each case waits 11.5 s for
+# the idle state; the wake-up in the queue's get is unit-tested with affinity on and off).
+@pytest.mark.parametrize("body, affinity", [(MANAGER_UNLOAD, 2), (MANAGER_FREE, 0)],
+                         ids=["unload-models-affinity-on", "free-model-and-node-cache-affinity-off"])
 def test_one_press_on_an_idle_server_acts_within_two_seconds(clean, body, affinity):
     """The common case: a workflow ran, the server went idle (past the worker's gc pass), the user
     presses Manager's button once. Bare ComfyUI acts at once; so must the server with the pack."""

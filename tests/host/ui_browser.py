@@ -66,6 +66,14 @@ def normalized(entries) -> set[tuple[str, str]]:
             if not url.startswith(HOST_UPDATE_CHECK)}
 
 
+# The page has started as a user sees it: the app is there and its loading spinner is gone. Frontend
+# 1.49 (ComfyUI 0.33.0) sets window.app before it restores the workflow tabs a profile had open, and
+# only then hides the spinner; a test that loaded a workflow earlier had it replaced or reloaded by
+# that restore. (1.28 hides the spinner before it sets window.app.)
+APP_STARTED = """() => Boolean(window.app?.graph && window.app.extensionManager?.toast
+                         && window.app.extensionManager.spinner === false)"""
+
+
 class Browser:
     """One chromium with a fresh profile; ``open(url)`` gives a page with the ComfyUI app loaded."""
 
@@ -88,7 +96,7 @@ class Browser:
         page.on("request", lambda request: self.requests.append(request.url))
         templates_expected = not tutorial_completed(url)  # read before the page sets it
         page.goto(url, wait_until="domcontentloaded")
-        page.wait_for_function("() => window.app?.graph && window.app?.extensionManager?.toast", timeout=120_000)
+        page.wait_for_function(APP_STARTED, timeout=120_000)
         if templates_expected:
             close_templates_dialog(page)
         return page
