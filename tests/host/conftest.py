@@ -48,34 +48,6 @@ def ram_heavy():
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-EXECUTION_SUITE_FILE = "test_comfy_execution_suite.py"
-
-
-def pytest_collection_modifyitems(config, items):
-    # ComfyUI's execution suite runs in the background from the first host test on
-    # (execution_suite_in_background); its module goes last, to read the result.
-    items.sort(key=lambda item: item.path.name == EXECUTION_SUITE_FILE)  # stable: the rest keep their order
-
-
-@pytest.fixture(scope="session", autouse=True)
-def execution_suite_in_background(request, tmp_path_factory):
-    """Start the pack copy's run of ComfyUI's execution suite (about 3 minutes, mostly waiting on
-    its own servers) when the host tests begin, so that it runs beside them instead of before them."""
-    if not any(item.path.name == EXECUTION_SUITE_FILE for item in request.session.items):
-        yield
-        return
-    import execution_suite_runs
-
-    run = execution_suite_runs.start_pack_run(tmp_path_factory.mktemp("execution-suite-early"))
-    if run is not None:
-        request.config.stash[execution_suite_runs.EARLY_RUN] = run
-    try:
-        yield
-    finally:
-        if run is not None:
-            run.stop()
-
-
 @pytest.fixture(scope="session")
 def comfy(tmp_path_factory, model_cache):
     """A ComfyUI server with comfyui-distorch in custom_nodes/."""

@@ -13,10 +13,6 @@ without the tree changing, and running it each time cost 3 to 4 minutes per host
 a stored record (``COMFYUI_PATH`` naming another version), or ``DISTORCH_EXECUTION_SUITE=both``,
 runs the bare copy beside the pack copy as before.
 
-With a stored record, the pack copy's run starts in the background when the host tests begin
-(tests/host/conftest.py) and this module runs last, to read it: the other host tests run meanwhile
-instead of after it.
-
 The suite has wall-clock checks (e.g. a cached run "< 0.1 s"); on a loaded machine one may fail
 once. A test whose outcome differs from the bare host's is therefore run again, and only an
 outcome that differs again counts (the reruns are named in the messages).
@@ -25,24 +21,117 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 import hostenv
-from execution_suite_runs import (EARLY_RUN, FAILED, KNOWN_HOST_FAILURES, MODE_VARIABLE, SUITE, host_copy,
-                                  run_suite, stored_bare, stored_path, tail, tree_version)
+from comfy_host import PACK_DIR_NAME, free_port
 
 pytestmark = pytest.mark.host
+
+SUITE = "tests/execution"
+PLUGIN_DIR = Path(__file__).resolve().parent / "execution_suite"
+RUN_TIMEOUT_S = 30 * 60  # 3 to 4 min per run on a 2-core machine
+FAILED = ("failed", "error")
+# Host tests that fail on the bare host too, with the reason; they are not the pack's to fix.
+# None on ComfyUI 0.3.75 with tools/requirements-host.txt (all 232 pass; the host logs
+# "IMPORT FAILED: nodes_audio.py" because torchaudio is not installed, which no test uses).
+KNOWN_HOST_FAILURES: dict[str, str] = {}
+# Top-level folders that are not copied: the server writes output/, temp/ and user/ (fresh ones
+# are made), models/ is linked, custom_nodes/ is rebuilt from links.
+_NOT_COPIED = {".git", "models", "custom_nodes", "output", "temp", "user"}
+
+
+def host_copy(source: Path, dest: Path, pack: Path | None) -> Path:
+    """The host tree in ``dest``. The code is copied, not linked: folder_paths.py finds
+    custom_nodes/, output/ and user/ next to its own real path, so a linked file would lead back
+    into the cache."""
+    shutil.copytree(source, dest, symlinks=True, ignore=lambda folder, names: (
+        [n for n in names if n == "__pycache__" or (Path(folder) == source and n in _NOT_COPIED)]))
+    if (source / "models").exists():
+        (dest / "models").symlink_to(source / "models", target_is_directory=True)
+    custom = dest / "custom_nodes"
+    custom.mkdir()
+    for entry in sorted((source / "custom_nodes").iterdir()) if (source / "custom_nodes").is_dir() else []:
+        if entry.name != "__pycache__" and entry.resolve() != hostenv.REPO_ROOT.resolve():
+            (custom / entry.name).symlink_to(entry)
+    if pack is not None:
+        (custom / PACK_DIR_NAME).symlink_to(pack, target_is_directory=True)
+    return dest
+
+
+def run_suite(tree: Path, tests: list[str], log: Path, outcomes: Path) -> tuple[dict, dict]:
+    """Run the host's pytest on ``tests`` inside ``tree``; ({test id: outcome}, {test id: message})."""
+    env = dict(os.environ, DISTORCH_SUITE_OUTCOMES=str(outcomes), PYTHONUNBUFFERED="1")
+    # The suite starts its servers as plain `python main.py`: this interpreter's must come first.
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PLUGIN_DIR), env.get("PYTHONPATH")]))
+    env.pop("PYTEST_ADDOPTS", None)
+    outcomes.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "pytest", *tests, "-p", "outcomes_plugin", "-p", "no:cacheprovider", "-q",
+               "--port", str(free_port())]
+    with open(log, "ab") as out:
+        out.write(f"\n==== {' '.join(command)}\n".encode())
+        out.flush()
+        process = subprocess.Popen(command, cwd=tree, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                   start_new_session=True)  # its servers join the group: one kill ends all
+        try:
+            process.wait(timeout=RUN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            pytest.fail(f"the host's execution suite did not finish in {RUN_TIMEOUT_S} s in {tree}:\n{tail(log)}")
+    if not outcomes.exists():
+        pytest.fail(f"the host's pytest exited with {process.returncode} without results in {tree}:\n{tail(log)}")
+    data = json.loads(outcomes.read_text())
+    return data["outcomes"], data["messages"]
+
+
+def tail(log: Path, lines: int = 80) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else "(no log)"
 
 
 def _passed(outcomes: dict, test: str) -> bool:
     return outcomes.get(test) == "passed"
 
 
+STORED_DIR = PLUGIN_DIR
+MODE_VARIABLE = "DISTORCH_EXECUTION_SUITE"  # "" (stored bare outcomes where there are), both, record
+
+
+def tree_version(tree: Path) -> str:
+    """The version a ComfyUI tree says it is (its comfyui_version.py), or "" if it says none."""
+    try:
+        text = (tree / "comfyui_version.py").read_text()
+    except OSError:
+        return ""
+    for line in text.splitlines():
+        if line.startswith("__version__"):
+            return line.split("=", 1)[1].strip().strip("\"'")
+    return ""
+
+
+def stored_path(version: str) -> Path:
+    return STORED_DIR / f"bare-{version}.json"
+
+
+def stored_bare(tree: Path) -> dict | None:
+    """The stored bare outcomes for this tree's version, or None (none stored, or ``both``/``record``)."""
+    version = tree_version(tree)
+    if not version or os.environ.get(MODE_VARIABLE, "") in ("both", "record"):
+        return None
+    path = stored_path(version)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 @pytest.fixture(scope="module")
-def suite(request, tmp_path_factory):
+def suite(tmp_path_factory):
     comfyui = hostenv.comfyui_dir()
     if not (comfyui / SUITE.split("::")[0]).exists():
         message = f"{comfyui} has no {SUITE} (ComfyUI's own execution tests)"
@@ -55,10 +144,6 @@ def suite(request, tmp_path_factory):
     if stored is not None:
         runs["bare"] = {"tree": None, "outcomes": stored["outcomes"], "messages": stored.get("messages", {}),
                         "log": stored_path(tree_version(comfyui)), "stored": stored}
-    early = request.config.stash.get(EARLY_RUN, None)
-    if early is not None and stored is not None:
-        outcomes, messages = early.result()
-        runs["pack"] = {"tree": early.tree, "outcomes": outcomes, "messages": messages, "log": early.log}
     for name, pack in (("bare", None), ("pack", hostenv.REPO_ROOT)):
         if name in runs:
             continue
