@@ -23,8 +23,7 @@ from ..distorch import __version__
 from ..distorch.host.distributed_routing import wanted_files
 from ..distorch.host.model_files import placement_files
 from ..distorch.logic.placement_record import placement_of
-from ..distorch.logic.residency import (Candidate, choose, held_from_document, identity_document, prompt_files,
-                                        queue_from_document)
+from ..distorch.logic.residency import choose, identity_document, prompt_files, queue_from_document
 from .http import guarded, read_body
 from .request_models import RouteRequest
 
@@ -99,18 +98,11 @@ def add_routes(routes, runtime) -> None:
     async def post_route(request):
         body = await read_body(request, RouteRequest)
         router = runtime.router
-        answers = await asyncio.gather(*(router._fetch(url) for url in body.servers))
         candidates, servers = [], []
-        for url, (document, error) in zip(body.servers, answers):
-            held, queue = None, 0
-            if error is None:
-                try:
-                    held, queue = held_from_document(document), queue_from_document(document)
-                except ValueError as exc:
-                    error = f"answered something that is not a residency report ({exc})"
-            servers.append({"url": url, "reachable": error is None, **({"error": error} if error else {}),
-                            "queue_remaining": queue})
-            candidates.append(Candidate(url, held, queue))
+        for candidate, _, error in await router.ask(body.servers):
+            servers.append({"url": candidate.url, "reachable": error is None, **({"error": error} if error else {}),
+                            "queue_remaining": candidate.queue_remaining})
+            candidates.append(candidate)
         wanted = await asyncio.get_running_loop().run_in_executor(None, wanted_files, body.prompt)
         named = prompt_files(body.prompt)
         reachable = [c for c in candidates if c.held is not None] or candidates

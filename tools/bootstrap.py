@@ -319,23 +319,14 @@ def current_environment_digest(tree: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def unpack_current_tree(tarball: Path, target: Path) -> None:
     """The 0.33.0 tree, checked against its recorded digest, unpacked beside ``target`` and moved in
     whole (an interrupted unpack leaves only a .partial folder, redone next time)."""
     import tarfile
 
-    found = file_sha256(tarball)
-    if found != hostenv.CURRENT_TARBALL_SHA256:
-        raise SystemExit(f"[bootstrap] {tarball} has sha256 {found}, not the recorded "
-                         f"{hostenv.CURRENT_TARBALL_SHA256} (../shared/vendor/README.md): fetch it again")
+    mismatch = hostenv.current_tarball_mismatch(tarball)
+    if mismatch:
+        raise SystemExit(f"[bootstrap] {mismatch} (../shared/vendor/README.md): fetch it again")
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)

@@ -183,14 +183,6 @@ def check_carry(kit_bytes: int, tree_bytes: int) -> None:
 
 # -- files -------------------------------------------------------------------------------------------
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def archive_tree(source: Path, target: Path) -> None:
     """``source`` as a gzipped tar whose bytes depend only on the files' names and contents:
     sorted members, no timestamps or owners, no bytecode, top folder ``source.name``."""
@@ -278,10 +270,9 @@ def current_tarball_checked() -> Path:
     if tarball is None:
         raise KitError(f"the kit carries ComfyUI {hostenv.CURRENT_HOST} too, and there is no "
                        f"{hostenv.vendor_dir() / hostenv.CURRENT_TARBALL_NAME} (../shared/vendor/README.md)")
-    found = sha256_of(tarball)
-    if found != hostenv.CURRENT_TARBALL_SHA256:
-        raise KitError(f"{tarball} has sha256 {found}, not the recorded {hostenv.CURRENT_TARBALL_SHA256}: fetch it "
-                       "again")
+    mismatch = hostenv.current_tarball_mismatch(tarball)
+    if mismatch:
+        raise KitError(f"{mismatch}: fetch it again")
     return tarball
 
 
@@ -324,7 +315,7 @@ def build(out: Path, python: str, repo: Path = hostenv.REPO_ROOT, comfyui: Path 
         "built": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "hosts": hosts,
         "pins_digest": digest,
-        "files": {name: {"bytes": (staging / name).stat().st_size, "sha256": sha256_of(staging / name)}
+        "files": {name: {"bytes": (staging / name).stat().st_size, "sha256": hostenv.file_sha256(staging / name)}
                   for name in files},
         "pack": pack_record(repo),
     }
@@ -383,7 +374,7 @@ def verify(kit: Path, repo: Path = hostenv.REPO_ROOT) -> dict:
                        "run `make gpu-kit` again")
     for name, info in manifest["files"].items():
         path = kit / name
-        if not path.is_file() or path.stat().st_size != info["bytes"] or sha256_of(path) != info["sha256"]:
+        if not path.is_file() or path.stat().st_size != info["bytes"] or hostenv.file_sha256(path) != info["sha256"]:
             raise KitError(f"{path} is missing or differs from the kit's record: run `make gpu-kit` again")
     if manifest["pins_digest"] != repo_pins_digest(repo):
         raise KitError(f"the kit was built for other pins than {PINS_FILE} and {CURRENT_PINS_FILE} hold now: run "

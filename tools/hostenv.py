@@ -160,6 +160,22 @@ def current_tarball() -> Path | None:
     return path if path.is_file() else None
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def current_tarball_mismatch(tarball: Path) -> str | None:
+    """Why ``tarball`` is not the recorded 0.33.0 tarball (its SHA-256 differs), or None."""
+    found = file_sha256(tarball)
+    if found == CURRENT_TARBALL_SHA256:
+        return None
+    return f"{tarball} has sha256 {found}, not the recorded {CURRENT_TARBALL_SHA256}"
+
+
 def host_name(text: str) -> str:
     """DISTORCH_HOST / HOST= spelled as a version: 0.33 -> 0.33.0; an unknown one is refused."""
     key = text.strip().lower()

@@ -119,24 +119,24 @@ class ResidencyRouter:
                                       f"takes ComfyUI-Distributed's own choice")
             return pick
 
+    async def ask(self, urls: list[str]) -> list[tuple[Candidate, object, str | None]]:
+        """Each server's residency report, asked at once: (the candidate it makes, the document,
+        None) or (a candidate that reports nothing, None, why not)."""
+        answers = await asyncio.gather(*(self._fetch(url) for url in urls))
+        return [read_report(url, document, error) for url, (document, error) in zip(urls, answers)]
+
     async def _choose(self, prompt, workers: list[dict], pick, trace) -> dict | None:
         urls = [worker_url(w) for w in workers]
-        answers = await asyncio.gather(*(self._fetch(url) for url in urls))
         candidates = []
-        for url, (document, error) in zip(urls, answers):
-            held, queue = None, 0
-            if error is None:
-                try:
-                    held, queue = held_from_document(document), queue_from_document(document)
-                except ValueError as exc:
-                    error = f"answered something that is not a residency report ({exc})"
+        for candidate, document, error in await self.ask(urls):
+            url = candidate.url
             if error is not None:
                 self._warn_once(url, f"comfyui-distorch: {url} {error}; it is routed to as ComfyUI-Distributed "
                                      f"would (does it run comfyui-distorch?)")
                 self.servers[url] = {"url": url, "error": error, "at": time.time()}
             else:
                 self.servers[url] = {"url": url, "document": document, "at": time.time()}
-            candidates.append(Candidate(url, held, queue))
+            candidates.append(candidate)
         pick_url = worker_url(pick) if isinstance(pick, dict) else None
         wanted = wanted_files(prompt)
         choice = choose(candidates, wanted,
@@ -156,6 +156,16 @@ class ResidencyRouter:
         if key not in self.warned:
             self.warned.add(key)
             log.warning(message)
+
+
+def read_report(url: str, document, error: str | None) -> tuple[Candidate, object, str | None]:
+    """A fetched residency answer read as a candidate (see ResidencyRouter.ask)."""
+    if error is None:
+        try:
+            return Candidate(url, held_from_document(document), queue_from_document(document)), document, None
+        except ValueError as exc:
+            error = f"answered something that is not a residency report ({exc})"
+    return Candidate(url, None, 0), None, error
 
 
 async def fetch_residency(url: str, timeout: float = FETCH_TIMEOUT_S) -> tuple[object, str | None]:

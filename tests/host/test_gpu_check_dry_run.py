@@ -63,7 +63,7 @@ def test_the_kit_is_within_its_size_limit_and_verifies(dry_run):
         assert (dry_run["kit"] / host["archive"]).is_file(), f"ComfyUI {version}'s archive is missing"
         folder = (dry_run["kit"] / host["wheels"][0]).parent
         assert sorted(host["wheels"]) == sorted(f"{folder.name}/{path.name}" for path in folder.glob("*.whl"))
-    assert gpu_kit.sha256_of(dry_run["kit"] / hostenv.CURRENT_TARBALL_NAME) == hostenv.CURRENT_TARBALL_SHA256
+    assert hostenv.file_sha256(dry_run["kit"] / hostenv.CURRENT_TARBALL_NAME) == hostenv.CURRENT_TARBALL_SHA256
     assert any(name.endswith("comfy_kitchen-0.2.31-py3-none-any.whl")
                for name in manifest["hosts"][hostenv.CURRENT_HOST]["wheels"]), "not the pure comfy-kitchen wheel"
 

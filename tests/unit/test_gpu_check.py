@@ -250,7 +250,7 @@ def fake_kit(tmp_path, payload=b"wheel"):
     wheel.write_bytes(payload)
     manifest = {"format": gpu_kit.KIT_FORMAT, "hosts": {}, "pins_digest": gpu_kit.repo_pins_digest(repo),
                 "files": {"wheels/av-18.1.0-py3-none-any.whl": {"bytes": len(payload),
-                                                                "sha256": gpu_kit.sha256_of(wheel)}},
+                                                                "sha256": hostenv.file_sha256(wheel)}},
                 "pack": {"commit": "abc", "files": ["pack.py"], "digest": gpu_kit.files_digest(repo, ["pack.py"])}}
     (kit / gpu_kit.MANIFEST_NAME).write_text(json.dumps(manifest))
     return repo, kit
