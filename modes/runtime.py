@@ -150,15 +150,7 @@ class ModesService:
 
     def held_patchers(self) -> list:
         """Every ModelPatcher the mode cache keeps alive."""
-        held = []
-        for key in self.cache.keys():
-            loaded = self.cache.peek(key)
-            if loaded is None:
-                continue
-            for part in (loaded.model, getattr(loaded.clip, "patcher", None), getattr(loaded.vae, "patcher", None)):
-                if part is not None:
-                    held.append(part)
-        return held
+        return [patcher for _, patcher in self.held_by_mode()]
 
     def held_by_mode(self) -> list[tuple[str, object]]:
         """(mode name, patcher) for every ModelPatcher the mode cache keeps alive."""
