@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from . import device_utils
 from .distorch.host import dynamic_vram
+from .distorch.host.model_files import patchers_in
 from .distorch.logic.device_choice import chosen_device
 from .distorch.logic.memory_report import ModelMemory, OffloadSettings, change_line
 from .distorch.logic.patch_registry import PatchError, PatchRegistry
@@ -200,16 +201,6 @@ def watch_free_requests(registry: PatchRegistry, queue, control: "MemoryControl"
     except PatchError as exc:
         return str(exc)
     return None
-
-
-def patchers_in(outputs) -> list:
-    """The ModelPatchers inside a loader's outputs (MODEL is one; CLIP and VAE carry one)."""
-    found = []
-    for item in outputs or ():
-        patcher = item if hasattr(item, "attachments") else getattr(item, "patcher", None)
-        if patcher is not None and hasattr(patcher, "attachments"):
-            found.append(patcher)
-    return found
 
 
 def model_id(patcher) -> str:

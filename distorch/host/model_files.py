@@ -44,12 +44,12 @@ def file_identity(folder: str, name: str) -> FileIdentity | None:
     return FileIdentity(folder, name, int(info.st_size), int(info.st_mtime_ns))
 
 
-def patchers_of(outputs) -> list:
-    """The ModelPatchers in a node's outputs (MODEL is one; CLIP and VAE carry one)."""
+def patchers_in(outputs) -> list:
+    """The ModelPatchers inside a loader's outputs (MODEL is one; CLIP and VAE carry one)."""
     found = []
-    for item in outputs if isinstance(outputs, (tuple, list)) else ():
-        patcher = item if hasattr(item, "model") and hasattr(item, "load_device") else getattr(item, "patcher", None)
-        if patcher is not None and getattr(patcher, "model", None) is not None:
+    for item in outputs or ():
+        patcher = item if hasattr(item, "attachments") else getattr(item, "patcher", None)
+        if patcher is not None and hasattr(patcher, "attachments"):
             found.append(patcher)
     return found
 
@@ -72,7 +72,9 @@ class ModelFiles:
             for identity in files:
                 key = (identity.folder, identity.name)
                 self.loads[key] = self.loads.get(key, 0) + 1
-            for patcher in patchers_of(outputs):
+            for patcher in patchers_in(outputs if isinstance(outputs, (tuple, list)) else ()):
+                if getattr(patcher, "model", None) is None:
+                    continue
                 try:
                     if class_name in PATCHING_LOADERS:
                         self._by_patcher[patcher] = tuple(dict.fromkeys((*self._by_patcher.get(patcher, ()), *files)))
