@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -100,6 +101,24 @@ class Cluster:
         self.others[name] = host.start()
         return host
 
+    def replace_workers(self, replacements: dict[str, dict]) -> None:
+        """Stop workers and start other servers in their place, all at once: the same ports (so the
+        master's Distributed config still names them), base directories of their own. Each value
+        says ``pack`` (installed or not, default installed) and ``extra_nodes`` (other packs). One
+        cluster then serves the fault tests without a cluster of its own."""
+        hosts = {}
+        for worker_id, change in replacements.items():
+            old = self.workers[worker_id]
+            old.stop()
+            dist = next(p for p in old.extra_custom_nodes if p.name == "ComfyUI-Distributed")
+            base = Path(tempfile.mkdtemp(prefix=f"{worker_id}-replaced-", dir=old.base_dir.parent))
+            hosts[worker_id] = ComfyHost(old.comfyui_dir, base, old.models_source,
+                                         hostenv.REPO_ROOT if change.get("pack", True) else None,
+                                         extra_args=old.extra_args, port=old.port, env=old.env,
+                                         extra_custom_nodes=(dist, *change.get("extra_nodes", ())))
+        self.workers.update(hosts)
+        start_all(hosts.values())
+
     def queue(self, prompt: dict, worker_ids=WORKER_IDS, master: ComfyHost | None = None) -> dict:
         """POST /distributed/queue at the master, as Distributed's UI sends a balanced prompt."""
         master = master or self.master
@@ -141,25 +160,31 @@ class Cluster:
             host.stop()
 
 
-def start_cluster(base: Path, models: Path, *, pack_on: dict[str, bool] | None = None,
-                  extra_nodes: dict[str, tuple[Path, ...]] | None = None,
-                  master_env: dict[str, str] | None = None) -> Cluster:
-    """Master and workers w1, w2 (the pack installed where ``pack_on`` says, default everywhere),
-    started together; raises if any does not come up."""
+def start_cluster(base: Path, models: Path) -> Cluster:
+    """Master and workers w1, w2, the pack and ComfyUI-Distributed on each, started together;
+    raises if any does not come up (Cluster.replace_workers changes a worker)."""
     source = distributed_source()
     if source is None:
         raise FileNotFoundError(f"no ComfyUI-Distributed in {hostenv.vendor_dir()}")
-    pack_on = pack_on or {}
-    extra_nodes = extra_nodes or {}
     ports = {name: free_port() for name in ("master", *WORKER_IDS)}
     dist = distributed_copy(source, base / "ComfyUI-Distributed", {w: ports[w] for w in WORKER_IDS})
     hosts = {}
     for name in ("master", *WORKER_IDS):
-        env = {"COMFYUI_IS_WORKER": "1"} if name != "master" else dict(master_env or {})
-        hosts[name] = ComfyHost(hostenv.comfyui_dir(), base / name, models,
-                                hostenv.REPO_ROOT if pack_on.get(name, True) else None,
+        env = {"COMFYUI_IS_WORKER": "1"} if name != "master" else {}
+        hosts[name] = ComfyHost(hostenv.comfyui_dir(), base / name, models, hostenv.REPO_ROOT,
                                 extra_args=("--disable-auto-launch",), port=ports[name], env=env,
-                                extra_custom_nodes=(dist, *extra_nodes.get(name, ())))
+                                extra_custom_nodes=(dist,))
+    cluster = Cluster(hosts["master"], {w: hosts[w] for w in WORKER_IDS})
+    try:
+        start_all(hosts.values())
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def start_all(hosts) -> None:
+    """Start servers side by side; raises the first error once every start has ended."""
     errors: list[BaseException] = []
 
     def start(host):
@@ -168,16 +193,13 @@ def start_cluster(base: Path, models: Path, *, pack_on: dict[str, bool] | None =
         except BaseException as exc:  # reported below, after every start has ended
             errors.append(exc)
 
-    threads = [threading.Thread(target=start, args=(h,)) for h in hosts.values()]
+    threads = [threading.Thread(target=start, args=(h,)) for h in hosts]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    cluster = Cluster(hosts["master"], {w: hosts[w] for w in WORKER_IDS})
     if errors:
-        cluster.stop()
         raise errors[0]
-    return cluster
 
 
 def wait_for_log(host: ComfyHost, text: str, count: int = 1, timeout: float = 10.0) -> list[str]:

@@ -9,7 +9,8 @@ server keeps its set: at most 3 loads of the two files in all, counted from ever
 /history (a loader that ran, not served from ComfyUI's node cache). Faults: a prompt whose files
 no server holds, a worker stopped between prompts (the rest complete elsewhere, none lost), a
 worker without the pack and one whose residency route answers garbage (Distributed's own choice
-for them, one warning each)."""
+for them, one warning each). The fault tests run last, on the same master: the stopped worker and
+the replaced ones are started in place on the same ports."""
 from __future__ import annotations
 
 import json
@@ -140,24 +141,18 @@ def test_a_worker_stopped_between_prompts_loses_no_prompt(cluster):
         assert entry["outputs"]["9"]["images"]
 
 
-@pytest.fixture(scope="module")
-def faulty_cluster(ram_heavy, tmp_path_factory, model_cache):
-    """w1 answers garbage on its residency route; w2 has ComfyUI-Distributed but not the pack."""
-    if dc.distributed_source() is None:
-        pytest.skip("ComfyUI-Distributed not found in ../shared/vendor (a checkout beside ../shared has it)")
-    cluster = dc.start_cluster(tmp_path_factory.mktemp("routing-faults"), model_cache,
-                               pack_on={"w2": False},
-                               extra_nodes={"w1": (PACKS / "distorch_garbage_residency",)})
-    yield cluster
-    cluster.stop()
-
-
-def test_garbage_and_a_worker_without_the_pack_fall_back_to_distributeds_choice(faulty_cluster):
+def test_garbage_and_a_worker_without_the_pack_fall_back_to_distributeds_choice(cluster):
+    """The same master, its workers replaced (the last test stopped w2): w1 now answers garbage on
+    its residency route, w2 has ComfyUI-Distributed but not the pack. One warning for each, however
+    many prompts, though the master had known both as good servers (w2 then unreachable)."""
+    logged_before = len(cluster.master.log_lines())
+    cluster.replace_workers({"w1": {"extra_nodes": (PACKS / "distorch_garbage_residency",)}, "w2": {"pack": False}})
     for index in range(4):
-        entry = faulty_cluster.run(dc.balanced_prompt("AB"[index % 2], seed=200 + index))
+        entry = cluster.run(dc.balanced_prompt("AB"[index % 2], seed=200 + index))
         assert entry["outputs"]["9"]["images"]
-    warnings = [line for line in faulty_cluster.master.log_lines() if "it is routed to as ComfyUI-Distributed" in line]
-    urls = {w: h.url for w, h in faulty_cluster.workers.items()}
+    warnings = [line for line in cluster.master.log_lines()[logged_before:]
+                if "it is routed to as ComfyUI-Distributed" in line]
+    urls = {w: h.url for w, h in cluster.workers.items()}
     assert len(warnings) == 2, warnings  # one per failing server, not one per prompt
     assert any(urls["w1"] in line and "not JSON" in line for line in warnings), warnings
     assert any(urls["w2"] in line and "HTTP 404" in line for line in warnings), warnings

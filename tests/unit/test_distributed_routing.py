@@ -1,6 +1,7 @@
 """The residency choice as ComfyUI-Distributed calls it (distorch/host/distributed_routing.py), with
 the servers' answers given in-process: Distributed's own pick is made first and taken whenever
-residency does not decide or anything fails; each server that fails is warned about once."""
+residency does not decide or anything fails; a server that fails is warned about once per failure
+(again after it recovered, or when it fails another way), not once per prompt."""
 from __future__ import annotations
 
 import asyncio
@@ -75,6 +76,33 @@ def test_a_failing_server_gets_distributeds_choice_and_one_warning(routing, capl
         assert run(router, [W1, W2], W2) is W2
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "http://127.0.0.1:8189" in warnings[0]
+
+
+def test_a_server_is_warned_about_again_only_after_it_recovered_or_fails_another_way(routing, caplog):
+    module, identity = routing
+    unreachable = (None, "could not be reached (ClientConnectorError: refused)")
+    answers = [unreachable, (None, "could not be reached (ClientConnectorError: reset)"),  # the same failure
+               (holding(identity), None),  # recovered
+               unreachable,  # fails again
+               (None, "answered HTTP 404 on /distorch/residency")]  # another way
+    current = {}
+
+    async def fetch(url):
+        return current["w1"] if url.endswith("8189") else ({"models": [], "queue_remaining": 0}, None)
+
+    router = module.ResidencyRouter(enabled=True, fetch=fetch)
+    with caplog.at_level(logging.INFO, logger="distorch.routing"):
+        for answer in answers:
+            current["w1"] = answer
+            run(router, [W1, W2], W2)
+    records = [(r.levelno, r.getMessage()) for r in caplog.records if "routed prompt" not in r.getMessage()]
+    expected = [(logging.WARNING, "http://127.0.0.1:8189 could not be reached"),
+                (logging.INFO, "http://127.0.0.1:8189 answers its residency route again"),
+                (logging.WARNING, "http://127.0.0.1:8189 could not be reached"),
+                (logging.WARNING, "http://127.0.0.1:8189 answered HTTP 404")]
+    assert len(records) == len(expected), records
+    assert all(level == want_level and want in message
+               for (level, message), (want_level, want) in zip(records, expected)), records
 
 
 def test_turned_off_or_without_a_prompt_distributed_chooses_alone(routing):
