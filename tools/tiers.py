@@ -31,13 +31,31 @@ COMPAT_HOST_FILES = (
 # 12 minutes before the full one on the 2-core VM), and neither depends on the host's version.
 FLOOR_ONLY_FILES = ("test_gpu_check_dry_run.py", "test_bench_quick.py", "test_soak.py")
 
+# Unit test files that import neither ComfyUI nor torch (the grammar, the planner, the report rules,
+# the schemas, the tooling): the host cannot change them, so beside the compatibility tier they run
+# there only (about 25 s less on the full tier's run, the longer one). tests/unit/test_tiers.py
+# checks that collecting them imports neither.
+HOST_INDEPENDENT_UNIT_FILES = (
+    "test_allocation.py", "test_allocation_properties.py", "test_assets.py", "test_bootstrap.py",
+    "test_devices.py", "test_diffusers_folder.py", "test_gguf_skip.py", "test_memory.py",
+    "test_memory_reporter.py", "test_modes_runtime_parts.py", "test_modes_schema_file.py",
+    "test_modes_validation.py", "test_packaging.py", "test_placement.py", "test_planner.py",
+    "test_readme_files.py", "test_residency.py", "test_retention.py", "test_route_request_models.py",
+    "test_scheduler.py", "test_share_explanation.py", "test_sighup.py", "test_split_request.py",
+    "test_static.py", "test_tiers.py",
+)
+
 
 def tier_selection(tier: str, paths: list[str], floor_host: bool = True) -> list[bool]:
-    """Which collected test files a tier keeps: all of them (less the floor-only ones on another
-    host), or for the compatibility tier the unit tests, the COMPAT_HOST_FILES and the floor-only ones."""
+    """Which collected test files a tier keeps: all of them (less, on another host than the floor,
+    the floor-only ones and, for the full tier of `make test`, the host-independent unit tests,
+    which the compatibility tier beside it runs; a plain pytest run keeps those), or for the compatibility tier the unit tests, the COMPAT_HOST_FILES and the floor-only ones."""
     names = [path.rsplit("/", 1)[-1] for path in paths]
     if tier != "compat":
-        return [floor_host or name not in FLOOR_ONLY_FILES for name in names]
+        beside_compat = tier == "full"  # run_tiers runs the compatibility tier beside it
+        return [floor_host or not (name in FLOOR_ONLY_FILES or (
+                    beside_compat and "/unit/" in path and name in HOST_INDEPENDENT_UNIT_FILES))
+                for path, name in zip(paths, names)]
     return [("/unit/" in path) or name in COMPAT_HOST_FILES or name in FLOOR_ONLY_FILES
             for path, name in zip(paths, names)]
 

@@ -132,6 +132,13 @@ def comfy_hooks(tmp_path_factory, model_cache, modes_files):
     host.stop()
 
 
+@pytest.fixture(scope="session")
+def bare_console_errors() -> dict:
+    """The console errors of a fresh browser on a server without the pack, per URL, measured by
+    the first browser module that asks (Browser.baseline_console_errors)."""
+    return {}
+
+
 @pytest.fixture(scope="module")
 def browser():
     """One Debian chromium per browser-test module (a skip naming the package where it is missing,

@@ -152,9 +152,9 @@ def test_the_prompt_carries_the_allocation_as_typed(page):
     assert node["inputs"]["allocation"] == VALID
 
 
-def test_no_console_errors_caused_by_the_pack(browser, comfy_core):
+def test_no_console_errors_caused_by_the_pack(browser, comfy_core, bare_console_errors):
     """Beyond a bare host's own: only the one 400 answer to the invalid allocation's plan request."""
-    baseline = browser.baseline_console_errors(comfy_core.url)
+    baseline = browser.baseline_console_errors(comfy_core.url, cache=bare_console_errors)
     caused = sorted(normalized(browser.console.entries) - baseline)
     rejected = [e for e in caused if e[0] == REJECTED_PLAN[0] and e[1].startswith(REJECTED_PLAN[1])]
     assert len(rejected) == 1 and INVALID.split(",")[1] in urllib.parse.unquote(rejected[0][1]), caused

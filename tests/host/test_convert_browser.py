@@ -509,7 +509,7 @@ def test_the_fix_finds_nodes_inside_subgraphs(page, comfy, object_info):
         timeout=15_000)
 
 
-def test_no_console_errors_caused_by_the_pack(browser, comfy_core, object_info):
+def test_no_console_errors_caused_by_the_pack(browser, comfy_core, object_info, bare_console_errors):
     """Beyond a bare host's own errors, two kinds are expected, neither from the pack's actions:
     - the frontend asks the Comfy registry (api.comfy.org, unreachable here) which pack provides
       each node type of a loaded workflow whose nodes carry no `cnr_id` (the test workflows are
@@ -517,7 +517,7 @@ def test_no_console_errors_caused_by_the_pack(browser, comfy_core, object_info):
     - the allocation preview's GET /distorch/plan answers 400 for the loaded nodes that name the
       missing device (Chromium logs every 4xx answer to fetch(); the node shows the message)."""
     missing = missing_device(object_info).replace(":", "%3A")
-    baseline = browser.baseline_console_errors(comfy_core.url)
+    baseline = browser.baseline_console_errors(comfy_core.url, cache=bare_console_errors)
     caused = sorted(normalized(browser.console.entries) - baseline)
     registry = [e for e in caused if e[1].startswith("https://api.comfy.org/") and "ERR_NAME_NOT_RESOLVED" in e[0]]
     preview = [e for e in caused if "status of 400" in e[0] and e[1].startswith("HOST/api/distorch/plan?")

@@ -101,9 +101,16 @@ class Browser:
             close_templates_dialog(page)
         return page
 
-    def baseline_console_errors(self, url: str, settle: float = 5.0) -> set[tuple[str, str]]:
+    def baseline_console_errors(self, url: str, settle: float = 5.0,
+                                cache: dict | None = None) -> set[tuple[str, str]]:
         """What a second, fresh browser logs as errors loading ``url`` (a ComfyUI without the pack:
-        its own 404s, its failed update check)."""
+        its own 404s, its failed update check). With ``cache`` (the session's bare_console_errors
+        fixture) a URL is measured once: a fresh browser on the bare server meets the same page in
+        every module, and each measure cost a browser start and 5 s."""
+        if cache is not None:
+            if url not in cache:
+                cache[url] = self.baseline_console_errors(url, settle)
+            return cache[url]
         other = Browser(self._playwright)
         try:
             other.open(url)

@@ -1,4 +1,6 @@
 """The tiers of `make test` and the full tier's shards (tools/run_tiers.py, tools/tiers.py)."""
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,6 +10,7 @@ import run_tiers
 import tiers
 
 HOST_TESTS = Path(__file__).resolve().parent.parent / "host"
+UNIT_TESTS = Path(__file__).resolve().parent
 
 
 def test_every_compatibility_file_exists():
@@ -29,6 +32,27 @@ def test_floor_only_files_leave_the_full_tier_on_today_host_and_join_the_compati
     assert tiers.tier_selection("full", paths, floor_host=True) == [True, True]
     assert tiers.tier_selection("compat", paths) == [True, True]
     assert all((HOST_TESTS / name).is_file() for name in tiers.FLOOR_ONLY_FILES)
+
+
+def test_host_independent_unit_files_leave_make_tests_full_tier_on_today_host_only():
+    paths = ["/r/tests/unit/test_planner.py", "/r/tests/unit/test_patches.py", "/r/tests/host/test_planner.py"]
+    assert tiers.tier_selection("full", paths, floor_host=False) == [False, True, True]
+    assert tiers.tier_selection("full", paths, floor_host=True) == [True, True, True]
+    assert tiers.tier_selection("compat", paths) == [True, True, False]
+    assert tiers.tier_selection("", paths, floor_host=False) == [True, True, True]  # a plain pytest run
+
+
+def test_the_host_independent_unit_files_import_neither_comfyui_nor_torch():
+    """Collecting them (their imports) in a fresh interpreter leaves comfy and torch unimported. A
+    test that imports one inside its body is not seen here: the file list says what each holds."""
+    files = [str(UNIT_TESTS / name) for name in tiers.HOST_INDEPENDENT_UNIT_FILES]
+    assert all(Path(f).is_file() for f in files), [f for f in files if not Path(f).is_file()]
+    probe = ("import sys, pytest\n"
+             "code = pytest.main([*sys.argv[1:], '--collect-only', '-q', '-p', 'no:cacheprovider'])\n"
+             "print('IMPORTED', sorted(m for m in ('torch', 'comfy', 'nodes', 'folder_paths') if m in sys.modules), code)")
+    out = subprocess.run([sys.executable, "-c", probe, *files], capture_output=True, text=True,
+                         cwd=hostenv.REPO_ROOT, timeout=300)
+    assert "IMPORTED [] 0" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
 
 
 def test_no_browser_test_is_in_the_compatibility_tier():
