@@ -49,7 +49,8 @@ HOST_INDEPENDENT_UNIT_FILES = (
 def tier_selection(tier: str, paths: list[str], floor_host: bool = True) -> list[bool]:
     """Which collected test files a tier keeps: all of them (less, on another host than the floor,
     the floor-only ones and, for the full tier of `make test`, the host-independent unit tests,
-    which the compatibility tier beside it runs; a plain pytest run keeps those), or for the compatibility tier the unit tests, the COMPAT_HOST_FILES and the floor-only ones."""
+    which the compatibility tier beside it runs; a plain pytest run keeps those), or for the
+    compatibility tier the unit tests, the COMPAT_HOST_FILES and the floor-only ones."""
     names = [path.rsplit("/", 1)[-1] for path in paths]
     if tier != "compat":
         beside_compat = tier == "full"  # run_tiers runs the compatibility tier beside it
