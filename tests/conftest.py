@@ -18,7 +18,7 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     import os
 
-    from tiers import SHARD_VARIABLE, TIER_VARIABLE, TIERS, parse_shard, shard_selection, tier_selection
+    from tiers import SHARD_VARIABLE, TIER_VARIABLE, TIERS, parse_shard, shard_selection, tier_order, tier_selection
 
     tier = os.environ.get(TIER_VARIABLE, "")
     if tier and tier not in TIERS:
@@ -49,6 +49,7 @@ def pytest_collection_modifyitems(config, items):
                      f"{len(here)} files here; {len(elsewhere)} tests run in the other shard(s)")
     if left_out or elsewhere:
         config.hook.pytest_deselected(items=left_out + elsewhere)
+    items[:] = [items[index] for index in tier_order(tier, [item.path.name for item in items])]
     config._distorch_tier_note = "\n".join(notes)
 
 

@@ -31,6 +31,19 @@ COMPAT_HOST_FILES = (
 # 12 minutes before the full one on the 2-core VM), and neither depends on the host's version.
 FLOOR_ONLY_FILES = ("test_gpu_check_dry_run.py", "test_bench_quick.py", "test_soak.py")
 
+# Run first in the compatibility tier. The soak and the full tier's routing cluster take turns on a
+# lock (tests/host/conftest.py ram_heavy); in file order the soak ran at about 12 to 14 minutes,
+# just when the full tier reached its routing tests, which then waited for it on the critical path.
+COMPAT_RUN_FIRST = ("test_soak.py",)
+
+
+def tier_order(tier: str, names: list[str]) -> list[int]:
+    """The order to run collected tests in (indices into ``names``, their file names): file order,
+    except that the compatibility tier starts with COMPAT_RUN_FIRST."""
+    first = COMPAT_RUN_FIRST if tier == "compat" else ()
+    return sorted(range(len(names)), key=lambda index: 0 if names[index] in first else 1)
+
+
 # Unit test files that import neither ComfyUI nor torch (the grammar, the planner, the report rules,
 # the schemas, the tooling): the host cannot change them, so beside the compatibility tier they run
 # there only (about 25 s less on the full tier's run, the longer one). tests/unit/test_tiers.py

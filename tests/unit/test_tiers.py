@@ -55,6 +55,13 @@ def test_the_host_independent_unit_files_import_neither_comfyui_nor_torch():
     assert "IMPORTED [] 0" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
 
 
+def test_the_compatibility_tier_starts_with_the_soak_and_keeps_file_order_otherwise():
+    names = ["test_bench_quick.py", "test_memory_flow.py", "test_soak.py", "test_soak.py", "test_allocation.py"]
+    assert tiers.tier_order("compat", names) == [2, 3, 0, 1, 4]
+    assert tiers.tier_order("full", names) == [0, 1, 2, 3, 4]
+    assert all((HOST_TESTS / name).is_file() for name in tiers.COMPAT_RUN_FIRST)
+
+
 def test_no_browser_test_is_in_the_compatibility_tier():
     """The browser tests drive today's frontend (0.33.0's 1.49); 0.3.75's is another program."""
     assert not [name for name in tiers.COMPAT_HOST_FILES if "browser" in name]
