@@ -13,9 +13,12 @@ without the tree changing, and running it each time cost 3 to 4 minutes per host
 a stored record (``COMFYUI_PATH`` naming another version), or ``DISTORCH_EXECUTION_SUITE=both``,
 runs the bare copy beside the pack copy as before.
 
-The suite has wall-clock checks (e.g. a cached run "< 0.1 s"); on a loaded machine one may fail
-once. A test whose outcome differs from the bare host's is therefore run again, and only an
-outcome that differs again counts (the reruns are named in the messages).
+Each test runs once. Six of them also assert wall-clock limits (a cached run "< 0.1 s", sleeps
+running in parallel "< 8.9 s"), which a 2-core machine running two tiers at once does not meet
+with or without the pack; the suite is run with the host's own ``--skip-timing-checks`` ("useful
+for CI environments with variable performance", tests/conftest.py of the tree), so those tests
+still run their graphs and check their outputs, without the stopwatch. (Before, a differing test
+was run again and only a second difference counted, which could hide a failure the pack caused.)
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from comfy_host import PACK_DIR_NAME, free_port
 pytestmark = pytest.mark.host
 
 SUITE = "tests/execution"
+SUITE_OPTIONS = ["--skip-timing-checks"]  # the host's own option (see the module's docstring)
 PLUGIN_DIR = Path(__file__).resolve().parent / "execution_suite"
 RUN_TIMEOUT_S = 30 * 60  # 3 to 4 min per run on a 2-core machine
 FAILED = ("failed", "error")
@@ -75,7 +79,7 @@ def run_suite(tree: Path, tests: list[str], log: Path, outcomes: Path) -> tuple[
     env.pop("PYTEST_ADDOPTS", None)
     outcomes.unlink(missing_ok=True)
     command = [sys.executable, "-m", "pytest", *tests, "-p", "outcomes_plugin", "-p", "no:cacheprovider", "-q",
-               "--port", str(free_port())]
+               "--port", str(free_port()), *SUITE_OPTIONS]
     with open(log, "ab") as out:
         out.write(f"\n==== {' '.join(command)}\n".encode())
         out.flush()
@@ -122,12 +126,14 @@ def stored_path(version: str) -> Path:
 
 
 def stored_bare(tree: Path) -> dict | None:
-    """The stored bare outcomes for this tree's version, or None (none stored, or ``both``/``record``)."""
+    """The stored bare outcomes for this tree's version, or None (none stored, stored with other
+    options than SUITE_OPTIONS, or ``both``/``record``)."""
     version = tree_version(tree)
     if not version or os.environ.get(MODE_VARIABLE, "") in ("both", "record"):
         return None
     path = stored_path(version)
-    return json.loads(path.read_text()) if path.is_file() else None
+    stored = json.loads(path.read_text()) if path.is_file() else None
+    return stored if stored is not None and stored.get("options") == SUITE_OPTIONS else None
 
 
 @pytest.fixture(scope="module")
@@ -150,33 +156,18 @@ def suite(tmp_path_factory):
         tree = host_copy(comfyui, work / name, pack)
         outcomes, messages = run_suite(tree, [SUITE], work / f"{name}.log", work / f"{name}.json")
         runs[name] = {"tree": tree, "outcomes": outcomes, "messages": messages, "log": work / f"{name}.log"}
-    bare, pack = runs["bare"]["outcomes"], runs["pack"]["outcomes"]
-    differ = sorted(t for t in set(bare) | set(pack)
-                    if not t.endswith("(collection)")
-                    and (_passed(bare, t) != _passed(pack, t) or (bare.get(t) in FAILED and t not in KNOWN_HOST_FAILURES)))
-    reruns = {}
-    if differ:  # once more: a timing check that failed once is not the pack's doing
-        for name, run in runs.items():
-            if run["tree"] is None:
-                continue  # stored: the bare host's outcome is what was recorded
-            again, messages = run_suite(run["tree"], differ, run["log"], work / f"{name}-rerun.json")
-            reruns[name] = {t: (run["outcomes"].get(t), again.get(t)) for t in differ}
-            run["outcomes"].update({t: again.get(t, "missing") for t in differ})
-            run["messages"].update(messages)
-    runs["reruns"] = reruns
     if os.environ.get(MODE_VARIABLE) == "record":
         record = {"host": tree_version(comfyui), "recorded": time.strftime("%Y-%m-%d"),
-                  "python": sys.version.split()[0], "outcomes": runs["bare"]["outcomes"],
+                  "python": sys.version.split()[0], "options": SUITE_OPTIONS, "outcomes": runs["bare"]["outcomes"],
                   "messages": runs["bare"]["messages"]}
         stored_path(record["host"]).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     return runs
 
 
-def _described(run: dict, tests, reruns: dict) -> str:
+def _described(run: dict, tests) -> str:
     lines = []
     for test in sorted(tests):
-        first, again = reruns.get(test, (run["outcomes"].get(test), None))
-        lines.append(f"- {test}: {first}" + (f", then {again} when run again" if again is not None else ""))
+        lines.append(f"- {test}: {run['outcomes'].get(test)}")
         message = run["messages"].get(test, "").splitlines()
         errors = [line for line in message if line.startswith("E ")]  # pytest's own summary of the failure
         lines += ["    " + line for line in (errors[-15:] or message[-25:])]
@@ -192,7 +183,7 @@ def test_bare_host_passes_its_own_execution_suite(suite):
     unexpected = failing - set(KNOWN_HOST_FAILURES)
     assert not unexpected, ("ComfyUI's execution suite fails on the bare host (not the pack's doing; list it in "
                             "KNOWN_HOST_FAILURES with the reason if the host cannot pass it here):\n"
-                            + _described(bare, unexpected, suite["reruns"].get("bare", {})))
+                            + _described(bare, unexpected))
 
 
 def test_pack_passes_exactly_the_tests_the_bare_host_passes(suite):
@@ -201,7 +192,7 @@ def test_pack_passes_exactly_the_tests_the_bare_host_passes(suite):
                                     f"{sorted(set(bare) - set(pack))}, only with the pack {sorted(set(pack) - set(bare))}")
     broken = {t for t in bare if _passed(bare, t) and not _passed(pack, t)}
     assert not broken, ("installing the pack breaks ComfyUI's own execution tests (they pass on the bare host):\n"
-                        + _described(suite["pack"], broken, suite["reruns"].get("pack", {})))
+                        + _described(suite["pack"], broken))
     mended = {t for t in bare if _passed(pack, t) and not _passed(bare, t)}
     assert not mended, (f"these host tests pass only with the pack (the pack changes core behaviour): "
                         f"{sorted(mended)}")
