@@ -85,15 +85,14 @@ def worker_url(worker: dict) -> str:
 
 class ResidencyRouter:
     """The choice and what it remembers: the prompt of the running orchestration (per task), the
-    servers failing now and how (warned about once per failure: again only after the server
-    recovered or fails another way), the last routed prompts (for the panel and the route)."""
+    servers' last answers (for the panel, and to warn once per failure: again only after a server
+    recovered or when it fails another way), the last routed prompts (for the panel and the route)."""
 
     def __init__(self, enabled: bool | None = None, penalty_bytes: int | None = None, fetch=None):
         self.enabled = routing_enabled() if enabled is None else enabled
         self.penalty_bytes = queue_penalty_bytes() if penalty_bytes is None else penalty_bytes
         self.current_prompt: contextvars.ContextVar = contextvars.ContextVar("distorch_routed_prompt", default=None)
         self.warned: set[str] = set()  # once-only warnings not about one server ("choice")
-        self.failing: dict[str, str] = {}  # url -> how it fails (failure_kind), warned about
         self.routed: deque = deque(maxlen=50)
         self.servers: dict[str, dict] = {}  # url -> last residency answer (or error), for the panel
         self._fetch = fetch or fetch_residency
@@ -131,13 +130,7 @@ class ResidencyRouter:
         urls = [worker_url(w) for w in workers]
         candidates = []
         for candidate, document, error in await self.ask(urls):
-            url = candidate.url
-            if error is not None:
-                self._note_failure(url, error)
-                self.servers[url] = {"url": url, "error": error, "at": time.time()}
-            else:
-                self._note_answer(url)
-                self.servers[url] = {"url": url, "document": document, "at": time.time()}
+            self._record_answer(candidate.url, document, error)
             candidates.append(candidate)
         pick_url = worker_url(pick) if isinstance(pick, dict) else None
         wanted = wanted_files(prompt)
@@ -154,18 +147,20 @@ class ResidencyRouter:
                             "files": [f.name for f in wanted], "scores": dict(choice.scores), "at": time.time()})
         return chosen
 
-    def _note_failure(self, url: str, error: str) -> None:
-        """One warning when a server starts failing, or fails another way; not one per prompt."""
-        kind = failure_kind(error)
-        if self.failing.get(url) != kind:
-            self.failing[url] = kind
-            log.warning("comfyui-distorch: %s %s; it is routed to as ComfyUI-Distributed would (does it run "
-                        "comfyui-distorch?)", url, error)
-
-    def _note_answer(self, url: str) -> None:
-        if self.failing.pop(url, None) is not None:
+    def _record_answer(self, url: str, document, error: str | None) -> None:
+        """Keep a server's answer; warn when it starts failing or fails another way (not once per
+        prompt), and say when it answers again."""
+        before = self.servers.get(url, {}).get("error")
+        if error is not None:
+            if before is None or failure_kind(before) != failure_kind(error):
+                log.warning("comfyui-distorch: %s %s; it is routed to as ComfyUI-Distributed would (does it run "
+                            "comfyui-distorch?)", url, error)
+            self.servers[url] = {"url": url, "error": error, "at": time.time()}
+            return
+        if before is not None:
             log.info("comfyui-distorch: %s answers its residency route again; prompts are routed to it by "
                      "residency", url)
+        self.servers[url] = {"url": url, "document": document, "at": time.time()}
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self.warned:

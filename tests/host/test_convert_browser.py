@@ -184,17 +184,23 @@ KEY_TARGET = """() => {
 }"""
 
 
-def press_and_wait_for_node_type(page, keys: str, node_type: str, timeout_ms: int = 15_000) -> None:
-    """Press ``keys`` once, then wait until node 1 of the graph is of ``node_type`` (the change
-    tracker applies undo and redo asynchronously; a fixed pause was too short on a loaded machine)."""
+def act_once_and_wait_for_node_type(page, node_type: str, *, keys: str = "", command: str = "",
+                                    timeout_ms: int = 15_000) -> None:
+    """Press ``keys`` once, or run a frontend ``command`` once as its Edit menu item does (Comfy.Undo,
+    Comfy.Redo), then wait until node 1 of the graph is of ``node_type`` (the change tracker applies
+    undo and redo asynchronously; a fixed pause was too short on a loaded machine)."""
     target = page.evaluate(KEY_TARGET)
-    page.locator("body").press(keys)
+    if keys:
+        page.locator("body").press(keys)
+    else:
+        page.evaluate(f"async () => {{ await app.extensionManager.command.execute({command!r}); }}")
     try:
         page.wait_for_function(f"(({GRAPH_STATE})().root.nodes['1'] || {{}}).type === {json.dumps(node_type)}",
                                timeout=timeout_ms)
     except Exception as exc:
-        screenshot(page, f"convert-{keys.replace('+', '-')}-not-applied")
-        raise AssertionError(f"{keys} did not bring node 1 to {node_type}; at the press: {target}; "
+        action = keys or command
+        screenshot(page, f"convert-{action.replace('+', '-')}-not-applied")
+        raise AssertionError(f"{action} did not bring node 1 to {node_type}; at the action: {target}; "
                              f"the tracker now: {page.evaluate(TRACKER)}") from exc
 
 
@@ -301,25 +307,27 @@ UNDO_STEP = """() => {
 
 
 def test_one_undo_brings_the_multigpu_nodes_back_and_redo_converts_again(page):
-    """With Nodes 2.0 off: Ctrl+Z once, then Ctrl+Y, as a user presses them. With Nodes 2.0 on the
-    conversion is checked as one undo step in the frontend's change tracker, and the keys are not
-    pressed: there frontend 1.49 at times ignored the key press, or (after a click) recorded the
-    undone graph's re-layout as a new change that emptied the redo history, both outside the pack."""
+    """One undo, then one redo. With Nodes 2.0 off as a user presses Ctrl+Z and Ctrl+Y. With Nodes
+    2.0 on through the Edit menu's Undo and Redo (the commands the keys run): there frontend 1.49 at
+    times ignored the key press, outside the pack; the conversion is also checked as one undo step
+    in its change tracker first."""
     converted = state(page)["root"]
     wait_until_recorded(page, "DisTorchUNETLoader")
-    if page.evaluate(f"() => app.extensionManager.setting.get({VUE_NODES!r})"):
+    nodes_2 = page.evaluate(f"() => app.extensionManager.setting.get({VUE_NODES!r})")
+    if nodes_2:
         step = page.evaluate(UNDO_STEP)
         assert {key: step["before"][key] for key in ("1", "2", "3")} == {
             "1": "UNETLoaderDisTorch2MultiGPU", "2": "CLIPLoaderDisTorch2MultiGPU", "3": "VAELoaderDisTorch2MultiGPU"}, step
         assert {key: step["now"][key] for key in ("1", "2", "3")} == {
             "1": "DisTorchUNETLoader", "2": "DisTorchCLIPLoader", "3": "VAELoaderDisTorch2MultiGPU"}, step
-        return
-    press_and_wait_for_node_type(page, "Control+z", "UNETLoaderDisTorch2MultiGPU")
+    act_once_and_wait_for_node_type(page, "UNETLoaderDisTorch2MultiGPU",
+                                    **({"command": "Comfy.Undo"} if nodes_2 else {"keys": "Control+z"}))
     restored = state(page)["root"]
     assert restored["nodes"]["1"]["type"] == "UNETLoaderDisTorch2MultiGPU"
     assert restored["nodes"]["2"]["type"] == "CLIPLoaderDisTorch2MultiGPU"
     assert restored["links"] == converted["links"]
-    press_and_wait_for_node_type(page, "Control+y", "DisTorchUNETLoader")
+    act_once_and_wait_for_node_type(page, "DisTorchUNETLoader",
+                                    **({"command": "Comfy.Redo"} if nodes_2 else {"keys": "Control+y"}))
     assert state(page)["root"]["nodes"]["1"]["type"] == "DisTorchUNETLoader"
 
 
